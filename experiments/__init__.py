@@ -1,0 +1,1 @@
+"""Sweeps, metrics, storage and plots (see the experiments issue)."""

@@ -1,0 +1,40 @@
+"""gridsim: vectorised gridworlds for finding and measuring goal misgeneralization."""
+
+from gridsim import _xla_flags  # noqa: F401  (must run before JAX starts a backend)
+from gridsim.core import (
+    ACTION_NAMES,
+    OUTCOME_FAIL,
+    OUTCOME_TRUE,
+    Box,
+    Discrete,
+    EnvParams,
+    EnvState,
+    GridEnv,
+    Level,
+    outcome_of,
+)
+from gridsim.envs import CheeseInCorner, CoinAtEnd, KeysAndChests
+from gridsim.registry import load, make, register, registered
+
+register(CoinAtEnd.name, CoinAtEnd)
+register(CheeseInCorner.name, CheeseInCorner)
+register(KeysAndChests.name, KeysAndChests)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTION_NAMES",
+    "OUTCOME_FAIL",
+    "OUTCOME_TRUE",
+    "Box",
+    "Discrete",
+    "EnvParams",
+    "EnvState",
+    "GridEnv",
+    "Level",
+    "load",
+    "make",
+    "outcome_of",
+    "register",
+    "registered",
+]

@@ -1,0 +1,422 @@
+"""The environment engine: levels, params, state, and the ``GridEnv`` base class.
+
+An environment subclass declares its objects, events, goals and reward weights,
+and writes three functions: how a level is sampled (``sample_level``, plus
+``sample_layout`` if the walls are procedural), and what happens after the
+agent moves (``interact``, returning the step's named events). Movement,
+termination, outcome labelling, auto-reset and observations live here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+# up, right, down, left: (row, col) offsets
+MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]], dtype=np.int32)
+ACTION_NAMES = ("up", "right", "down", "left")
+
+OUTCOME_FAIL = 0
+OUTCOME_TRUE = 1  # proxy i is OUTCOME_TRUE + 1 + i
+
+OBSERVATION_MODES = ("full", "egocentric")
+
+
+def _as_array(x):
+    """Python scalars become fixed-dtype arrays, so params never retrace on weak types."""
+    if isinstance(x, bool):
+        return jnp.asarray(x, dtype=jnp.bool_)
+    if isinstance(x, int):
+        return jnp.asarray(x, dtype=jnp.int32)
+    if isinstance(x, float):
+        return jnp.asarray(x, dtype=jnp.float32)
+    return x
+
+
+def _concrete(x):
+    """The value of ``x`` as numpy, or None when it is traced."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+@struct.dataclass
+class EnvParams:
+    """Everything a sweep may vary: all leaves are traced, none recompiles.
+
+    ``alpha`` is the mixture shift: the fraction of levels drawn from the
+    diverse (test) distribution instead of the biased training one. The test
+    distribution is therefore ``alpha = 1``.
+    """
+
+    alpha: jax.Array = 0.0
+    max_steps_in_episode: jax.Array = 64
+    reward_weights: dict = struct.field(default_factory=dict)
+
+    def replace(self, **updates) -> "EnvParams":
+        return jax.tree_util.tree_map(_as_array, dataclasses.replace(self, **updates))
+
+    def train(self, alpha=None) -> "EnvParams":
+        """Training distribution; ``alpha`` of its levels come from the test distribution."""
+        if alpha is None:
+            return self
+        _check_alpha(alpha)
+        return self.replace(alpha=alpha)
+
+    def test(self) -> "EnvParams":
+        """Test distribution: every level from the diverse distribution."""
+        return self.replace(alpha=1.0)
+
+    def batch(self, **fields) -> "EnvParams":
+        """Stack this params into a batch along a new leading axis, one entry per value
+        of the given fields (all of the same length), for ``vmap(in_axes=0)``."""
+        values = {name: jnp.asarray(v) for name, v in fields.items()}
+        sizes = {v.shape[0] for v in values.values() if v.ndim > 0}
+        if len(sizes) != 1:
+            raise ValueError(f"batch fields must be 1-D arrays of one length, got {fields}")
+        (n,) = sizes
+        if "alpha" in values:
+            _check_alpha(values["alpha"])
+        stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), self)
+        return dataclasses.replace(
+            stacked, **{k: jnp.broadcast_to(v, (n,)).astype(getattr(self, k).dtype) for k, v in values.items()}
+        )
+
+    def train_batch(self, alphas) -> "EnvParams":
+        """A batch of training params, one per alpha."""
+        return self.batch(alpha=alphas)
+
+
+def _check_alpha(alpha):
+    value = _concrete(alpha)
+    if value is not None and (np.any(value < 0) or np.any(value > 1) or np.any(np.isnan(value))):
+        raise ValueError(f"alpha must lie in [0, 1] (a fraction of training levels), got {value}")
+
+
+@struct.dataclass
+class Level:
+    """One level: fixed shapes, objects as slots with a liveness mask."""
+
+    walls: jax.Array  # bool[H, W]
+    agent: jax.Array  # int32[2] (row, col)
+    obj_pos: jax.Array  # int32[K, 2]
+    obj_alive: jax.Array  # bool[K]: present in the world (not consumed, and a used slot)
+    inventory: jax.Array  # int32[]: items carried (e.g. keys)
+    distinguishing: jax.Array  # bool[]: true goal and proxies call for different behaviour
+
+
+@struct.dataclass
+class EnvState:
+    level: Level
+    layouts: jax.Array  # bool[P, H, W]: this environment's pool of wall layouts
+    layout_index: jax.Array  # int32[]: which pool entry ``level`` uses
+    time: jax.Array  # int32[]: steps taken in this episode
+    first_reached: jax.Array  # int32[G]: step at which each goal (true, proxies...) was first reached, -1 if not
+    episode_return: jax.Array  # float32[]
+
+
+class Discrete:
+    def __init__(self, n: int):
+        self.n = n
+        self.shape = ()
+        self.dtype = jnp.int32
+
+    def sample(self, key):
+        return jax.random.randint(key, (), 0, self.n)
+
+    def contains(self, x) -> bool:
+        return bool(0 <= int(x) < self.n)
+
+    def __repr__(self):
+        return f"Discrete({self.n})"
+
+
+class Box:
+    def __init__(self, low, high, shape, dtype):
+        self.low, self.high, self.shape, self.dtype = low, high, tuple(shape), dtype
+
+    def sample(self, key):
+        if self.dtype == jnp.bool_:
+            return jax.random.bernoulli(key, 0.5, self.shape)
+        return jax.random.uniform(key, self.shape, minval=self.low, maxval=self.high).astype(self.dtype)
+
+    def contains(self, x) -> bool:
+        x = np.asarray(x)
+        return x.shape == self.shape and bool(np.all((x >= self.low) & (x <= self.high)))
+
+    def __repr__(self):
+        return f"Box({self.low}, {self.high}, {self.shape}, {np.dtype(self.dtype).name})"
+
+
+EventFn = Callable[[Level, Level, EnvParams], jax.Array]
+RewardFn = Callable[[Mapping[str, jax.Array], EnvParams], jax.Array]
+
+
+class GridEnv:
+    """Base class of gridsim environments (gymnax conventions, auto-reset in ``step``).
+
+    Subclasses set the class attributes below and implement ``default_params``,
+    ``sample_level``, ``interact`` and ``test_distinguishing_rate`` (and
+    ``sample_layout`` when walls are procedural).
+
+    Auto-reset is cheap: each environment keeps a pool of ``layout_pool`` wall
+    layouts generated at ``reset``, and a new episode takes the next layout
+    from the pool with a freshly sampled placement of agent and objects. So
+    the costly part (maze generation) is paid at ``reset`` only, while object
+    placement, and hence the goal/proxy correlation, is fresh every episode.
+    """
+
+    name: str = "grid"
+    description: str = ""
+    slot_kinds: tuple[str, ...] = ()  # kind of each object slot
+    event_names: tuple[str, ...] = ()
+    true_goal: str = ""
+    proxies: tuple[str, ...] = ()
+    terminal_events: tuple[str, ...] = ()
+    uses_inventory: bool = False
+    default_layout_pool: int = 16
+
+    def __init__(
+        self,
+        height: int = 9,
+        width: int = 9,
+        *,
+        observation: str = "full",
+        view_radius: int = 2,
+        layout_pool: int | None = None,
+        extra_events: Mapping[str, EventFn] | None = None,
+        proxies: tuple[str, ...] | None = None,
+        reward_fn: RewardFn | None = None,
+    ):
+        if observation not in OBSERVATION_MODES:
+            raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
+        if height < 3 or width < 3:
+            raise ValueError(f"grid too small: {height}x{width}, need at least 3x3 (walls on the border)")
+        if view_radius < 1:
+            raise ValueError(f"view_radius must be >= 1, got {view_radius}")
+        self.height, self.width = int(height), int(width)
+        self.observation = observation
+        self.view_radius = int(view_radius)
+        self.layout_pool = int(layout_pool if layout_pool is not None else self.default_layout_pool)
+        if self.layout_pool < 1:
+            raise ValueError(f"layout_pool must be >= 1, got {self.layout_pool}")
+        self.extra_events = dict(extra_events or {})
+        clash = set(self.extra_events) & set(type(self).event_names)
+        if clash:
+            raise ValueError(f"extra_events redefine built-in events {sorted(clash)}")
+        self.event_names = tuple(type(self).event_names) + tuple(self.extra_events)
+        if proxies is not None:
+            self.proxies = tuple(proxies)
+        for goal in (self.true_goal, *self.proxies):
+            if goal not in self.event_names:
+                raise ValueError(f"goal {goal!r} is not an event of {self.name}; events: {self.event_names}")
+        self.reward_fn = reward_fn
+        self.object_kinds = tuple(dict.fromkeys(self.slot_kinds))
+        self.kind_slots = {k: np.array([s == k for s in self.slot_kinds]) for k in self.object_kinds}
+        self.channel_names = ("wall", "agent", *self.object_kinds) + (("inventory",) if self.uses_inventory else ())
+
+    # ---- declared by subclasses ------------------------------------------------
+
+    def default_params(self) -> EnvParams:
+        raise NotImplementedError
+
+    def sample_layout(self, key: jax.Array, params: EnvParams) -> jax.Array:
+        from gridsim.layouts import open_room
+
+        return open_room(self.height, self.width)
+
+    def sample_level(self, key: jax.Array, walls: jax.Array, params: EnvParams, diverse: jax.Array) -> Level:
+        """A level on ``walls``, from the diverse (test) distribution where ``diverse``."""
+        raise NotImplementedError
+
+    def interact(self, level: Level, params: EnvParams) -> tuple[Level, dict[str, jax.Array]]:
+        """After the agent has moved: update objects, return the step's events."""
+        raise NotImplementedError
+
+    def test_distinguishing_rate(self, params: EnvParams) -> float:
+        """The fraction of test levels (alpha = 1) that are distinguishing, as declared."""
+        raise NotImplementedError
+
+    def check_params(self, params: EnvParams) -> None:
+        """Raise ``ValueError`` naming the problem when concrete params cannot work."""
+        _check_alpha(params.alpha)
+        steps = _concrete(params.max_steps_in_episode)
+        if steps is not None and np.any(steps < 1):
+            raise ValueError(f"max_steps_in_episode must be >= 1, got {steps}")
+        unknown = set(params.reward_weights) - set(self.event_names)
+        if unknown:
+            raise ValueError(f"reward_weights name unknown events {sorted(unknown)}; events: {self.event_names}")
+
+    # ---- derived ---------------------------------------------------------------
+
+    @property
+    def goal_names(self) -> tuple[str, ...]:
+        return (self.true_goal, *self.proxies)
+
+    @property
+    def outcome_names(self) -> tuple[str, ...]:
+        return ("fail", "true", *(f"proxy:{p}" for p in self.proxies))
+
+    @property
+    def num_actions(self) -> int:
+        return len(MOVES)
+
+    def action_space(self, params: EnvParams | None = None) -> Discrete:
+        return Discrete(self.num_actions)
+
+    def observation_space(self, params: EnvParams | None = None) -> Box:
+        if self.observation == "full":
+            shape = (self.height, self.width, len(self.channel_names))
+        else:
+            side = 2 * self.view_radius + 1
+            shape = (side, side, len(self.channel_names))
+        return Box(0, 1, shape, jnp.bool_)
+
+    def make_level(self, walls, agent, obj_pos, obj_alive, distinguishing, inventory=0) -> Level:
+        return Level(
+            walls=jnp.asarray(walls, dtype=bool),
+            agent=jnp.asarray(agent, dtype=jnp.int32),
+            obj_pos=jnp.asarray(obj_pos, dtype=jnp.int32).reshape(len(self.slot_kinds), 2),
+            obj_alive=jnp.asarray(obj_alive, dtype=bool).reshape(len(self.slot_kinds)),
+            inventory=jnp.asarray(inventory, dtype=jnp.int32),
+            distinguishing=jnp.asarray(distinguishing, dtype=bool),
+        )
+
+    def at_agent(self, level: Level, kind: str) -> jax.Array:
+        """``bool[K]``: live slots of ``kind`` on the agent's cell."""
+        here = jnp.all(level.obj_pos == level.agent, axis=-1) & level.obj_alive
+        return here & self.kind_slots[kind]
+
+    def reward(self, events: Mapping[str, jax.Array], params: EnvParams) -> jax.Array:
+        if self.reward_fn is not None:
+            return jnp.asarray(self.reward_fn(events, params), dtype=jnp.float32)
+        total = jnp.float32(0.0)
+        for name, weight in params.reward_weights.items():
+            total = total + weight * events[name]
+        return total
+
+    # ---- the engine --------------------------------------------------------------
+
+    def _sample_level(self, key, walls, params) -> Level:
+        k_mix, k_level = jax.random.split(key)
+        diverse = jax.random.uniform(k_mix) < params.alpha
+        return self.sample_level(k_level, walls, params, diverse)
+
+    def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        k_layout, k_level = jax.random.split(key)
+        layouts = jax.vmap(self.sample_layout, (0, None))(jax.random.split(k_layout, self.layout_pool), params)
+        level = self._sample_level(k_level, layouts[0], params)
+        state = EnvState(
+            level=level,
+            layouts=layouts,
+            layout_index=jnp.int32(0),
+            time=jnp.int32(0),
+            first_reached=jnp.full(len(self.goal_names), -1, dtype=jnp.int32),
+            episode_return=jnp.float32(0.0),
+        )
+        return self.observe(level), state
+
+    def reset_to_level(self, level: Level, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        """Start an episode on a given (e.g. hand-built) level; later episodes reuse its walls."""
+        state = EnvState(
+            level=level,
+            layouts=level.walls[None],
+            layout_index=jnp.int32(0),
+            time=jnp.int32(0),
+            first_reached=jnp.full(len(self.goal_names), -1, dtype=jnp.int32),
+            episode_return=jnp.float32(0.0),
+        )
+        return self.observe(level), state
+
+    def step(self, key, state: EnvState, action, params: EnvParams):
+        """One step with auto-reset: ``(obs, state, reward, done, info)``.
+
+        When ``done``, ``obs`` and ``state`` are the first of the next episode
+        and ``info`` describes the episode that just ended.
+        """
+        level = state.level
+        target = jnp.clip(level.agent + jnp.asarray(MOVES)[action], 0, jnp.array([self.height - 1, self.width - 1]))
+        agent = jnp.where(level.walls[target[0], target[1]], level.agent, target)
+        after, events = self.interact(level.replace(agent=agent), params)
+        for name, event_fn in self.extra_events.items():
+            events[name] = jnp.asarray(event_fn(level, after, params), dtype=bool)
+        reward = self.reward(events, params)
+
+        time = state.time + 1
+        terminated = jnp.any(jnp.stack([events[name] for name in self.terminal_events]))
+        truncated = ~terminated & (time >= params.max_steps_in_episode)
+        done = terminated | truncated
+        hits = jnp.stack([events[name] for name in self.goal_names])
+        first_reached = jnp.where((state.first_reached < 0) & hits, time, state.first_reached)
+        episode_return = state.episode_return + reward
+        info = {
+            "events": events,
+            "terminated": terminated,
+            "truncated": truncated,
+            "outcome": outcome_of(first_reached),
+            "first_reached": first_reached,
+            "distinguishing": level.distinguishing,
+            "agent_pos": agent,  # after this move, before any auto-reset
+            "episode_return": episode_return,
+            "episode_length": time,
+        }
+
+        next_index = (state.layout_index + 1) % self.layout_pool
+        fresh = self._sample_level(key, state.layouts[next_index], params)
+        new_level = jax.tree_util.tree_map(lambda f, a: jnp.where(done, f, a), fresh, after)
+        new_state = EnvState(
+            level=new_level,
+            layouts=state.layouts,
+            layout_index=jnp.where(done, next_index, state.layout_index),
+            time=jnp.where(done, 0, time),
+            first_reached=jnp.where(done, -1, first_reached),
+            episode_return=jnp.where(done, 0.0, episode_return),
+        )
+        return self.observe(new_level), new_state, reward, done, info
+
+    # ---- observations --------------------------------------------------------
+
+    def observe(self, level: Level) -> jax.Array:
+        if self.observation == "full":
+            return self.full_view(level)
+        r = self.view_radius
+        rows = level.agent[0] + jnp.arange(-r, r + 1)
+        cols = level.agent[1] + jnp.arange(-r, r + 1)
+        padded = jnp.pad(level.walls, r, constant_values=True)
+        walls = jax.lax.dynamic_slice(padded, (level.agent[0], level.agent[1]), (2 * r + 1, 2 * r + 1))
+        return self._planes(level, rows, cols, walls)
+
+    def full_view(self, level: Level) -> jax.Array:
+        """``bool[H, W, C]`` one-hot channels of the whole grid (``channel_names``)."""
+        return self._planes(level, jnp.arange(self.height), jnp.arange(self.width), level.walls)
+
+    def _planes(self, level: Level, rows, cols, walls) -> jax.Array:
+        row_hit = rows[None, :] == level.obj_pos[:, :1]  # [K, h]
+        col_hit = cols[None, :] == level.obj_pos[:, 1:]  # [K, w]
+        slots = row_hit[:, :, None] & col_hit[:, None, :] & level.obj_alive[:, None, None]
+        planes = [walls, (rows[:, None] == level.agent[0]) & (cols[None, :] == level.agent[1])]
+        planes += [jnp.any(slots[self.kind_slots[k]], axis=0) for k in self.object_kinds]
+        if self.uses_inventory:
+            hud_row = jnp.arange(len(rows))[:, None] == 0
+            planes.append(hud_row & (jnp.arange(len(cols))[None, :] < level.inventory))
+        return jnp.stack(planes, axis=-1)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r}, {self.height}x{self.width}, observation={self.observation!r})"
+
+
+def outcome_of(first_reached: jax.Array) -> jax.Array:
+    """Outcome code from the steps at which goals were first reached.
+
+    The earliest goal wins; a tie goes to the true goal (index 0). Codes:
+    ``OUTCOME_FAIL`` (no goal reached), ``OUTCOME_TRUE``, then one per proxy.
+    """
+    reached = first_reached >= 0
+    when = jnp.where(reached, first_reached, jnp.iinfo(jnp.int32).max)
+    return jnp.where(jnp.any(reached), OUTCOME_TRUE + jnp.argmin(when), OUTCOME_FAIL).astype(jnp.int32)

@@ -1,0 +1,130 @@
+"""Procedural wall layouts and grid utilities, all pure JAX with static shapes.
+
+A layout is a ``bool[H, W]`` array, ``True`` for walls. Every generator keeps
+a wall border, so a move can never leave the grid.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def open_room(height: int, width: int) -> jax.Array:
+    """An empty room: walls on the border only."""
+    walls = np.ones((height, width), dtype=bool)
+    walls[1:-1, 1:-1] = False
+    return jnp.asarray(walls)
+
+
+def _maze_edges(cells_h: int, cells_w: int):
+    """Static edge list of the cell lattice: endpoints and the wall between them."""
+    a, b, wall_r, wall_c = [], [], [], []
+    for i in range(cells_h):
+        for j in range(cells_w):
+            if j + 1 < cells_w:
+                a.append(i * cells_w + j), b.append(i * cells_w + j + 1)
+                wall_r.append(2 * i + 1), wall_c.append(2 * j + 2)
+            if i + 1 < cells_h:
+                a.append(i * cells_w + j), b.append((i + 1) * cells_w + j)
+                wall_r.append(2 * i + 2), wall_c.append(2 * j + 1)
+    return tuple(np.asarray(x, dtype=np.int32) for x in (a, b, wall_r, wall_c))
+
+
+def maze(key: jax.Array, height: int, width: int) -> jax.Array:
+    """A perfect maze (random spanning tree of the cell lattice, Kruskal's algorithm).
+
+    Cells sit at odd coordinates; an even height or width leaves one extra wall
+    row or column. Every free cell is connected to every other by exactly one
+    path, so any placement of agent and objects is solvable.
+    """
+    cells_h, cells_w = (height - 1) // 2, (width - 1) // 2
+    if cells_h < 1 or cells_w < 1:
+        raise ValueError(f"a maze needs height and width >= 3, got {height}x{width}")
+    a, b, wall_r, wall_c = _maze_edges(cells_h, cells_w)
+    walls = np.ones((height, width), dtype=bool)
+    walls[1 : 2 * cells_h : 2, 1 : 2 * cells_w : 2] = False
+    if len(a) == 0:
+        return jnp.asarray(walls)
+    order = jax.random.permutation(key, len(a))
+    a, b = jnp.asarray(a)[order], jnp.asarray(b)[order]
+
+    def add_edge(t, carry):
+        component, carved = carry
+        ca, cb = component[a[t]], component[b[t]]
+        joins = ca != cb
+        component = jnp.where(joins & (component == cb), ca, component)
+        return component, carved.at[order[t]].set(joins)
+
+    _, carved = jax.lax.fori_loop(
+        0,
+        len(a),
+        add_edge,
+        (jnp.arange(cells_h * cells_w), jnp.zeros(len(a), dtype=bool)),
+    )
+    return jnp.asarray(walls).at[wall_r, wall_c].min(~carved)
+
+
+def _neighbour_min(values: jax.Array, fill) -> jax.Array:
+    padded = jnp.pad(values, 1, constant_values=fill)
+    return jnp.minimum(
+        jnp.minimum(padded[:-2, 1:-1], padded[2:, 1:-1]),
+        jnp.minimum(padded[1:-1, :-2], padded[1:-1, 2:]),
+    )
+
+
+def distances(walls: jax.Array, source: jax.Array) -> jax.Array:
+    """Shortest-path length (4-connected moves) from ``source`` to every cell.
+
+    Unreachable cells and walls get ``H * W`` (larger than any path).
+    """
+    unreachable = walls.size
+    rows, cols = jnp.indices(walls.shape)
+    start = (rows == source[0]) & (cols == source[1]) & ~walls
+    dist0 = jnp.where(start, 0, unreachable).astype(jnp.int32)
+
+    def relax(carry):
+        dist, _ = carry
+        new = jnp.where(walls, unreachable, jnp.minimum(dist, _neighbour_min(dist, unreachable) + 1))
+        new = jnp.minimum(new, unreachable)
+        return new, jnp.any(new != dist)
+
+    dist, _ = jax.lax.while_loop(lambda c: c[1], relax, (dist0, jnp.array(True)))
+    return dist
+
+
+def reachable(walls: jax.Array, source: jax.Array) -> jax.Array:
+    """``bool[H, W]``: free cells that can be walked to from ``source``."""
+    return distances(walls, source) < walls.size
+
+
+def obstacle_room(key: jax.Array, height: int, width: int, density, min_free: int) -> jax.Array:
+    """A room with random interior obstacles, every free cell connected.
+
+    Free cells cut off from the largest-scored start cell are walled in. If
+    fewer than ``min_free`` cells remain, the obstacles are dropped, so the
+    room always fits its objects.
+    """
+    k_obstacle, k_start = jax.random.split(key)
+    room = open_room(height, width)
+    walls = room | (jax.random.uniform(k_obstacle, room.shape) < density)
+    start = sample_cells(k_start, ~walls, 1)[0]
+    connected = reachable(walls, start)
+    walls = ~connected
+    return jnp.where(jnp.sum(connected) >= min_free, walls, room)
+
+
+def sample_cells(key: jax.Array, allowed: jax.Array, n: int) -> jax.Array:
+    """``n`` distinct cells drawn uniformly from the ``True`` cells of ``allowed``.
+
+    Returns ``int32[n, 2]`` (row, col). The caller guarantees at least ``n``
+    allowed cells (checked statically by each environment's constructor).
+    """
+    height, width = allowed.shape
+    scores = jnp.where(allowed, jax.random.uniform(key, allowed.shape), -1.0).ravel()
+    if n == 1:
+        flat = jnp.argmax(scores)[None]
+    else:
+        flat = jax.lax.top_k(scores, n)[1]
+    return jnp.stack([flat // width, flat % width], axis=-1).astype(jnp.int32)

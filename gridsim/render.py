@@ -1,0 +1,125 @@
+"""Pictures for people: RGB frames, train-vs-test level sheets, episode GIFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+from gridsim.core import EnvParams, EnvState, GridEnv, Level
+
+FLOOR = (236, 236, 230)
+COLOURS = {
+    "wall": (60, 60, 70),
+    "agent": (40, 110, 230),
+    "coin": (245, 190, 20),
+    "cheese": (250, 220, 60),
+    "key": (230, 120, 20),
+    "chest": (140, 80, 30),
+    "inventory": (230, 120, 20),
+}
+_SPARE = [(200, 60, 160), (40, 170, 120), (170, 40, 40), (120, 120, 220), (100, 160, 40)]
+
+
+def channel_colours(env: GridEnv) -> list[tuple[int, int, int]]:
+    spare = iter(_SPARE * 4)
+    return [COLOURS.get(name) or next(spare) for name in env.channel_names]
+
+
+def rgb(env: GridEnv, level: Level | EnvState, cell: int = 16) -> np.ndarray:
+    """``uint8[H * cell, W * cell, 3]`` picture of the whole grid (agent drawn as a disc)."""
+    if isinstance(level, EnvState):
+        level = level.level
+    planes = np.asarray(env.full_view(level))
+    colours = channel_colours(env)
+    image = np.empty(planes.shape[:2] + (3,), dtype=np.uint8)
+    image[:] = FLOOR
+    agent_channel = env.channel_names.index("agent")
+    for c, colour in enumerate(colours):
+        if c != agent_channel:
+            image[planes[..., c]] = colour
+    image = np.repeat(np.repeat(image, cell, axis=0), cell, axis=1)
+    image[cell - 1 :: cell, :] = (image[cell - 1 :: cell, :] * 0.85).astype(np.uint8)  # faint grid lines
+    image[:, cell - 1 :: cell] = (image[:, cell - 1 :: cell] * 0.85).astype(np.uint8)
+    # agent as a disc, so an object under it stays visible at the rim
+    yy, xx = np.mgrid[:cell, :cell]
+    disc = (yy - (cell - 1) / 2) ** 2 + (xx - (cell - 1) / 2) ** 2 <= (cell * 0.36) ** 2
+    for r, c in zip(*np.nonzero(planes[..., agent_channel])):
+        image[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell][disc] = colours[agent_channel]
+    return image
+
+
+def sample_levels(env: GridEnv, params: EnvParams, key: jax.Array, n: int) -> Level:
+    """A batch of ``n`` levels from ``params``' distribution (via ``reset``)."""
+    _, states = jax.jit(jax.vmap(env.reset, (0, None)))(jax.random.split(key, n), params)
+    return states.level
+
+
+def level_sheet(env: GridEnv, train: EnvParams, test: EnvParams, key: jax.Array, path, n: int = 8) -> Path:
+    """PNG: ``n`` sampled training levels above ``n`` test levels; distinguishing ones marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k_train, k_test = jax.random.split(key)
+    rows = [("train", sample_levels(env, train, k_train, n)), ("test", sample_levels(env, test, k_test, n))]
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 1.6 * 2 * env.height / env.width + 0.9), squeeze=False)
+    for r, (label, levels) in enumerate(rows):
+        for i in range(n):
+            level = jax.tree_util.tree_map(lambda x, i=i: x[i], levels)
+            ax = axes[r, i]
+            ax.imshow(rgb(env, level))
+            ax.set_xticks([]), ax.set_yticks([])
+            if bool(level.distinguishing):
+                ax.set_title("distinguishing", fontsize=7, color="crimson")
+            if i == 0:
+                ax.set_ylabel(label, fontsize=10)
+    alpha = float(np.asarray(train.alpha))
+    fig.suptitle(
+        f"{env.name}: train (alpha={alpha:g}) vs test    true goal: {env.true_goal}, proxies: {', '.join(env.proxies)}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+Policy = Callable[[jax.Array, jax.Array], jax.Array]  # (key, obs) -> action
+
+
+def episode_frames(env: GridEnv, params: EnvParams, policy: Policy, key: jax.Array, cell: int = 16):
+    """Frames of one episode under ``policy``, and the ``info`` of its last step."""
+    k_reset, key = jax.random.split(key)
+    obs, state = jax.jit(env.reset)(k_reset, params)
+    step = jax.jit(env.step)
+    frames = [rgb(env, state, cell)]
+    max_steps = int(np.asarray(params.max_steps_in_episode))
+    for _ in range(max_steps):
+        key, k_act, k_step = jax.random.split(key, 3)
+        before = state
+        obs, state, _, done, info = step(k_step, state, policy(k_act, obs), params)
+        if bool(done):
+            # the returned state is already the next episode: draw the final move on the old level
+            last = before.level.replace(agent=info["agent_pos"])
+            frames.append(rgb(env, last, cell))
+            return frames, info
+        frames.append(rgb(env, state, cell))
+    return frames, info
+
+
+def episode_gif(env: GridEnv, params: EnvParams, policy: Policy, key: jax.Array, path, cell: int = 16, fps: int = 6):
+    """Write a GIF of one episode driven by ``policy(key, obs) -> action``; returns the last ``info``."""
+    from PIL import Image
+
+    frames, info = episode_frames(env, params, policy, key, cell)
+    images = [Image.fromarray(f) for f in frames]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return info
