@@ -12,6 +12,7 @@ from gridsim.core import (
     GridEnv,
     Level,
     outcome_of,
+    params_dataclass,
 )
 from gridsim.envs import CheeseInCorner, CoinAtEnd, KeysAndChests
 from gridsim.registry import load, make, register, registered
@@ -27,6 +28,9 @@ __all__ = [
     "OUTCOME_FAIL",
     "OUTCOME_TRUE",
     "Box",
+    "CheeseInCorner",
+    "CoinAtEnd",
+    "KeysAndChests",
     "Discrete",
     "EnvParams",
     "EnvState",
@@ -35,6 +39,7 @@ __all__ = [
     "load",
     "make",
     "outcome_of",
+    "params_dataclass",
     "register",
     "registered",
 ]

@@ -50,7 +50,8 @@ def cmd_show(args) -> int:
     path = level_sheet(env, train, params.test(), key, out, n=args.n)
     print(f"wrote {path}")
     if args.gif:
-        info = episode_gif(env, params.test(), lambda k, obs: jax.random.randint(k, (), 0, env.num_actions), key, args.gif)
+        random_policy = lambda k, obs: jax.random.randint(k, (), 0, env.num_actions)
+        info = episode_gif(env, params.test(), random_policy, key, args.gif)
         print(f"wrote {args.gif} (random policy, outcome {env.outcome_names[int(info['outcome'])]})")
     return 0
 

@@ -10,7 +10,7 @@ termination, outcome labelling, auto-reset and observations live here, once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,23 @@ def _concrete(x):
         return None
 
 
-@struct.dataclass
+def _with(params, **updates):
+    """``dataclasses.replace`` that stores Python scalars as fixed-dtype arrays."""
+    return jax.tree_util.tree_map(_as_array, dataclasses.replace(params, **updates))
+
+
+def params_dataclass(cls):
+    """``flax.struct.dataclass`` for env params: ``replace`` never introduces weak types.
+
+    Use it on every ``EnvParams`` subclass, so that ``params.replace(k=3)`` and
+    an array-valued ``k`` compile to the same program.
+    """
+    cls = struct.dataclass(cls)
+    cls.replace = _with
+    return cls
+
+
+@params_dataclass
 class EnvParams:
     """Everything a sweep may vary: all leaves are traced, none recompiles.
 
@@ -59,21 +75,18 @@ class EnvParams:
     max_steps_in_episode: jax.Array = 64
     reward_weights: dict = struct.field(default_factory=dict)
 
-    def replace(self, **updates) -> "EnvParams":
-        return jax.tree_util.tree_map(_as_array, dataclasses.replace(self, **updates))
-
-    def train(self, alpha=None) -> "EnvParams":
+    def train(self, alpha=None) -> EnvParams:
         """Training distribution; ``alpha`` of its levels come from the test distribution."""
         if alpha is None:
             return self
         _check_alpha(alpha)
-        return self.replace(alpha=alpha)
+        return _with(self, alpha=alpha)
 
-    def test(self) -> "EnvParams":
+    def test(self) -> EnvParams:
         """Test distribution: every level from the diverse distribution."""
-        return self.replace(alpha=1.0)
+        return _with(self, alpha=1.0)
 
-    def batch(self, **fields) -> "EnvParams":
+    def batch(self, **fields) -> EnvParams:
         """Stack this params into a batch along a new leading axis, one entry per value
         of the given fields (all of the same length), for ``vmap(in_axes=0)``."""
         values = {name: jnp.asarray(v) for name, v in fields.items()}
@@ -83,12 +96,12 @@ class EnvParams:
         (n,) = sizes
         if "alpha" in values:
             _check_alpha(values["alpha"])
-        stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), self)
+        stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), _with(self))
         return dataclasses.replace(
-            stacked, **{k: jnp.broadcast_to(v, (n,)).astype(getattr(self, k).dtype) for k, v in values.items()}
+            stacked, **{k: jnp.broadcast_to(v, (n,)).astype(getattr(stacked, k).dtype) for k, v in values.items()}
         )
 
-    def train_batch(self, alphas) -> "EnvParams":
+    def train_batch(self, alphas) -> EnvParams:
         """A batch of training params, one per alpha."""
         return self.batch(alpha=alphas)
 

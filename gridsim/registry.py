@@ -12,8 +12,8 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from gridsim.core import EnvParams, GridEnv
 
@@ -67,14 +67,19 @@ def load(reference: str):
 
 
 def _constructor_options(factory) -> set[str]:
+    """Names of the static options ``factory`` accepts."""
     options = set()
-    callables = [factory]
     if inspect.isclass(factory) and issubclass(factory, GridEnv):
         callables = [c.__init__ for c in factory.__mro__ if c is not object and "__init__" in vars(c)]
+    else:
+        callables = [factory]
     for c in callables:
         for p in inspect.signature(c).parameters.values():
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
                 options.add(p.name)
+            elif p.kind == p.VAR_KEYWORD and c is factory:
+                # a plain function forwarding **kwargs: it takes what the env it builds takes
+                options |= _constructor_options(type(factory()))
     return options
 
 

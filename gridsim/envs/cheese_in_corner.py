@@ -10,15 +10,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from gridsim.core import EnvParams, GridEnv, _concrete
+from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
 from gridsim.layouts import maze, sample_cells
 
 CORNER = (1, 1)
 
 
-@struct.dataclass
+@params_dataclass
 class CheeseInCornerParams(EnvParams):
     corner_size: jax.Array = 1  # side of the training cheese region, in grid cells
 
@@ -35,7 +34,9 @@ class CheeseInCorner(GridEnv):
     def __init__(self, height: int = 9, width: int = 9, **kwargs):
         super().__init__(height, width, **kwargs)
         if self.height < 5 or self.width < 5:
-            raise ValueError(f"grid too small: cheese-in-corner needs at least 5x5 (a 2x2-cell maze), got {height}x{width}")
+            raise ValueError(
+                f"grid too small: cheese-in-corner needs at least 5x5 (a 2x2-cell maze), got {height}x{width}"
+            )
         cells = ((self.height - 1) // 2) * ((self.width - 1) // 2)
         self.free_cells = 2 * cells - 1  # a perfect maze: cells plus the passages of a spanning tree
 

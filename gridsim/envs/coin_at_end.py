@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from gridsim.core import EnvParams, GridEnv
+from gridsim.core import EnvParams, GridEnv, params_dataclass
 from gridsim.layouts import sample_cells
 
 
-@struct.dataclass
+@params_dataclass
 class CoinAtEndParams(EnvParams):
     pass
 
@@ -37,7 +36,9 @@ class CoinAtEnd(GridEnv):
             raise ValueError(f"grid too small: coin-at-end needs width >= 4 (start and end columns apart), got {width}")
 
     def default_params(self) -> CoinAtEndParams:
-        return CoinAtEndParams().replace(max_steps_in_episode=4 * (self.height + self.width), reward_weights={"coin": 1.0, "end": 0.0})
+        return CoinAtEndParams().replace(
+            max_steps_in_episode=4 * (self.height + self.width), reward_weights={"coin": 1.0, "end": 0.0}
+        )
 
     def sample_level(self, key, walls, params, diverse):
         k_row, k_coin = jax.random.split(key)

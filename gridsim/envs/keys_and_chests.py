@@ -12,13 +12,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from gridsim.core import EnvParams, GridEnv, _concrete
+from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
 from gridsim.layouts import obstacle_room, sample_cells
 
 
-@struct.dataclass
+@params_dataclass
 class KeysAndChestsParams(EnvParams):
     train_keys: jax.Array = 1
     train_chests: jax.Array = 3
@@ -56,6 +55,10 @@ class KeysAndChests(GridEnv):
         return KeysAndChestsParams().replace(
             max_steps_in_episode=3 * self.height * self.width,
             reward_weights={"chest_opened": 1.0},
+            train_keys=1,
+            train_chests=self.max_chests,
+            test_keys=self.max_keys,
+            test_chests=1,
         )
 
     def check_params(self, params):

@@ -1,0 +1,60 @@
+"""Shared, compiled-once fixtures: small grids keep the suite fast on 2 cores."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import gridsim
+
+# small versions of each environment, shared by every test module
+SMALL = {
+    "coin-at-end": dict(height=5, width=7),
+    "cheese-in-corner": dict(height=7, width=7, layout_pool=4),
+    "keys-and-chests": dict(height=6, width=6, max_keys=3, max_chests=3, layout_pool=4),
+}
+ENV_NAMES = tuple(SMALL)
+
+
+@functools.cache
+def small_env(name: str, **extra):
+    return gridsim.make(name, **SMALL[name], **extra)
+
+
+@functools.cache
+def batched_reset(name: str):
+    env, _ = small_env(name)
+    return jax.jit(jax.vmap(env.reset, (0, None)))
+
+
+@functools.cache
+def random_rollout(name: str, n_envs: int = 32, steps: int = 48):
+    """Compiled: ``(key, params) -> (levels[T+1, N], rewards, dones, infos)`` under a random policy."""
+    env, _ = small_env(name)
+
+    def run(key, params):
+        k_reset, k_run = jax.random.split(key)
+        _, states = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, n_envs), params)
+
+        def one_step(states, k):
+            k_act, k_step = jax.random.split(k)
+            actions = jax.random.randint(k_act, (n_envs,), 0, env.num_actions)
+            _, states, reward, done, info = jax.vmap(env.step, (0, 0, 0, None))(
+                jax.random.split(k_step, n_envs), states, actions, params
+            )
+            return states, (states.level, reward, done, info)
+
+        _, (levels, rewards, dones, infos) = jax.lax.scan(one_step, states, jax.random.split(k_run, steps))
+        first = jax.tree_util.tree_map(lambda x: x[None], states.level)
+        levels = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, levels)
+        return levels, rewards, dones, infos
+
+    return jax.jit(run)
+
+
+@pytest.fixture(params=ENV_NAMES)
+def env_name(request):
+    return request.param

@@ -1,0 +1,195 @@
+"""The public face: make/register/plug-ins, bad input, no recompilation, determinism, vmapping."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ENV_NAMES, SMALL, random_rollout, small_env
+
+import gridsim
+
+
+def test_make_returns_env_and_params_with_spaces(env_name):
+    env, params = small_env(env_name)
+    assert env.action_space(params).n == 4
+    obs, state = jax.jit(env.reset)(jax.random.key(0), params)
+    assert obs.shape == env.observation_space(params).shape
+    assert env.observation_space(params).contains(obs)
+    assert int(params.max_steps_in_episode) >= 1
+    assert env.true_goal in env.event_names and set(env.proxies) <= set(env.event_names)
+    assert env.outcome_names[:2] == ("fail", "true")
+
+
+@pytest.mark.parametrize(
+    "name, overrides, message",
+    [
+        ("no-such-env", {}, "unknown environment 'no-such-env'"),
+        ("coin-at-end", {"bogus": 1}, "unknown option"),
+        ("coin-at-end", {"alpha": 1.5}, "alpha must lie in"),
+        ("coin-at-end", {"width": 3}, "grid too small"),
+        ("coin-at-end", {"observation": "pixels"}, "observation must be one of"),
+        ("keys-and-chests", {"height": 4, "width": 4}, "grid too small: keys-and-chests needs 7 free cells"),
+        ("keys-and-chests", {"train_keys": 9}, "train_keys must lie in"),
+        ("keys-and-chests", {"obstacle_density": 1.0}, "obstacle_density"),
+        ("cheese-in-corner", {"corner_size": 0}, "corner_size must lie in"),
+        ("cheese-in-corner", {"reward_weights": {"gold": 1.0}}, "unknown events"),
+        ("cheese-in-corner", {"max_steps_in_episode": 0}, "max_steps_in_episode must be >= 1"),
+        ("cheese-in-corner", {"proxies": ("moon",)}, "goal 'moon' is not an event"),
+        ("nomodule_xyz:Env", {}, "cannot import plug-in module"),
+        ("examples/plugins.py:Nothing", {}, "has no attribute 'Nothing'"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(name, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        gridsim.make(name, **overrides)
+
+
+def test_alpha_outside_unit_interval_rejected_by_train_and_batch():
+    _, params = small_env("coin-at-end")
+    for bad in (-0.1, 1.01, float("nan")):
+        with pytest.raises(ValueError, match="alpha"):
+            params.train(alpha=bad)
+    with pytest.raises(ValueError, match="alpha"):
+        params.train_batch(jnp.array([0.0, 2.0]))
+
+
+def test_changing_traced_params_does_not_recompile():
+    env, params = small_env("cheese-in-corner")
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def rollout_return(key, params):
+        obs, state = env.reset(key, params)
+        obs, state, reward, done, info = env.step(key, state, 0, params)
+        return reward
+
+    key = jax.random.key(0)
+    for p in (params, params.train(0.0), params.train(0.5), params.test(),
+              params.replace(corner_size=3, max_steps_in_episode=10, reward_weights={"cheese": 2.0, "corner": 0.5})):
+        rollout_return(key, p)
+
+
+def test_a_batch_of_params_is_one_compiled_call():
+    env, params = small_env("coin-at-end")
+    alphas = jnp.array([0.0, 0.25, 0.5, 1.0])
+    batch = params.train_batch(alphas)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def distinguishing_rate(keys, batch):
+        reset = jax.vmap(jax.vmap(env.reset, (0, None)), (None, 0))
+        _, states = reset(keys, batch)
+        return states.level.distinguishing.mean(axis=1)
+
+    keys = jax.random.split(jax.random.key(0), 2000)
+    rates = np.asarray(distinguishing_rate(keys, batch))
+    declared = env.test_distinguishing_rate(params.test())
+    np.testing.assert_allclose(rates, np.asarray(alphas) * declared, atol=0.05)
+    distinguishing_rate(keys, params.train_batch(jnp.array([0.1, 0.2, 0.3, 0.4])))  # no retrace
+
+
+def test_fixed_key_is_deterministic_and_keys_differ(env_name):
+    _, params = small_env(env_name)
+    run = random_rollout(env_name)
+    a = run(jax.random.key(7), params.test())
+    b = run(jax.random.key(7), params.test())
+    c = run(jax.random.key(8), params.test())
+    chex.assert_trees_all_equal(a, b)
+    assert not np.array_equal(np.asarray(a[0].agent), np.asarray(c[0].agent))
+
+
+def test_register_and_plugin_file_run_through_make():
+    env, params = gridsim.make("examples/plugins.py:CheeseOnDish", height=7, width=7)
+    assert "cheese-on-dish" in gridsim.registered()  # the file registered it on import
+    assert env.outcome_names == ("fail", "true", "proxy:dish")
+    _, states = jax.jit(jax.vmap(env.reset, (0, None)))(jax.random.split(jax.random.key(0), 256), params.train(0.0))
+    assert not np.asarray(states.level.distinguishing).any()
+    obs, state = jax.jit(env.reset)(jax.random.key(1), params)
+    obs, state, reward, done, info = jax.jit(env.step)(jax.random.key(2), state, 0, params)
+    assert set(info["events"]) == {"cheese", "dish"}
+
+
+def test_plugin_event_proxy_and_reward_on_a_builtin_env():
+    env, params = gridsim.make("examples/plugins.py:cheese_with_top_row_proxy", height=7, width=7)
+    assert env.proxies == ("corner", "top_row") and env.outcome_names[-1] == "proxy:top_row"
+    walls = np.asarray(gridsim.layouts.open_room(7, 7))
+    level = env.make_level(walls, agent=(2, 3), obj_pos=[(5, 5)], obj_alive=[True], distinguishing=True)
+    _, state = env.reset_to_level(level, params)
+    _, state, reward, done, info = env.step(jax.random.key(0), state, 0, params)  # up, onto the top row
+    assert bool(info["events"]["top_row"]) and float(reward) == pytest.approx(-0.01)
+    assert not bool(done)
+
+
+def test_register_rejects_duplicates_unless_overwriting():
+    with pytest.raises(ValueError, match="already registered"):
+        gridsim.register("coin-at-end", gridsim.CoinAtEnd)
+    gridsim.register("coin-at-end", gridsim.CoinAtEnd, overwrite=True)
+
+
+def test_gymnax_adapter_runs_a_gymnax_style_rollout():
+    pytest.importorskip("gymnax")
+    from gridsim.gymnax_adapter import GymnaxEnv
+
+    env, params = small_env("coin-at-end")
+    genv = GymnaxEnv(env, params)
+    assert genv.num_actions == 4 and genv.observation_space(params).shape == env.observation_space().shape
+
+    @jax.jit
+    def rollout(key):
+        obs, state = genv.reset(key, genv.default_params)
+
+        def body(carry, k):
+            obs, state = carry
+            action = genv.action_space(genv.default_params).sample(k)
+            obs, state, reward, done, info = genv.step(k, state, action, genv.default_params)
+            return (obs, state), (reward, done)
+
+        return jax.lax.scan(body, (obs, state), jax.random.split(key, 64))[1]
+
+    rewards, dones = rollout(jax.random.key(0))
+    assert rewards.shape == (64,) and bool(dones.any())
+
+
+def test_cli_lists_envs_and_writes_sheet_and_gif(tmp_path, capsys):
+    from gridsim.cli import main
+
+    assert main(["envs"]) == 0
+    listed = capsys.readouterr().out
+    for name in ENV_NAMES:
+        assert name in listed
+    out, gif = tmp_path / "sheet.png", tmp_path / "episode.gif"
+    args = ["show", "coin-at-end", "--alpha", "0", "--n", "3", "--out", str(out), "--gif", str(gif)]
+    assert main(args + [f"-o{k}={v}" for k, v in SMALL["coin-at-end"].items()]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 100
+    frames = Image.open(gif)
+    assert frames.n_frames >= 2
+
+
+def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
+    from gridsim.cli import main
+
+    assert main(["show", "nope"]) == 2
+    assert "unknown environment 'nope'" in capsys.readouterr().err
+    assert main(["show", "coin-at-end", "--alpha", "-1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "alpha" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["show"])
+    assert exit_info.value.code == 2
+
+
+def test_render_shows_each_object():
+    from gridsim.render import COLOURS, rgb
+
+    env, params = small_env("keys-and-chests")
+    _, state = jax.jit(env.reset)(jax.random.key(0), params.test())
+    image = rgb(env, state, cell=8)
+    assert image.shape == (env.height * 8, env.width * 8, 3) and image.dtype == np.uint8
+    colours = {tuple(c) for c in image.reshape(-1, 3)}
+    for name in ("wall", "agent", "key", "chest"):
+        assert COLOURS[name] in colours, name
