@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 import gridsim
-from gridsim.layouts import maze, sample_cells
+from gridsim.layouts import maze, sample_cells, sample_free
 
 
 @gridsim.params_dataclass
@@ -33,15 +33,16 @@ class CheeseOnDish(gridsim.GridEnv):
     def sample_layout(self, key, params):
         return maze(key, self.height, self.width)
 
-    def sample_level(self, key, walls, params, diverse):
-        k_dish, k_cheese, k_agent = jax.random.split(key, 3)
+    def sample_level(self, key, layout, params, diverse):
+        k_dish, k_cheese, k_agent = gridsim.rng.split(key, 3)
+        walls = layout.walls
+        dish = sample_free(k_dish, layout, [None])[0]
+        # a region around the dish is no prefix of the layout's order: use the mask-based sampler
         rows, cols = jnp.indices(walls.shape)
-        dish = sample_cells(k_dish, ~walls, 1)[0]
         near = jnp.maximum(jnp.abs(rows - dish[0]), jnp.abs(cols - dish[1])) <= params.dish_distance
         on_dish = (rows == dish[0]) & (cols == dish[1])
         cheese = sample_cells(k_cheese, ~walls & ~on_dish & (near | diverse), 1)[0]
-        taken = on_dish | ((rows == cheese[0]) & (cols == cheese[1]))
-        agent = sample_cells(k_agent, ~walls & ~taken, 1)[0]
+        agent = sample_free(k_agent, layout, [None], exclude=[cheese, dish])[0]
         far = jnp.max(jnp.abs(cheese - dish)) > params.dish_distance
         return self.make_level(walls, agent, jnp.stack([cheese, dish]), [True, True], distinguishing=far)
 

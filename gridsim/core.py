@@ -17,6 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from gridsim import rng
+from gridsim.layouts import Layout, index_layout, open_room
+
 # up, right, down, left: (row, col) offsets
 MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]], dtype=np.int32)
 ACTION_NAMES = ("up", "right", "down", "left")
@@ -127,7 +130,7 @@ class Level:
 @struct.dataclass
 class EnvState:
     level: Level
-    layouts: jax.Array  # bool[P, H, W]: this environment's pool of wall layouts
+    layouts: Layout  # [P]: this environment's pool of wall layouts
     layout_index: jax.Array  # int32[]: which pool entry ``level`` uses
     time: jax.Array  # int32[]: steps taken in this episode
     first_reached: jax.Array  # int32[G]: step at which each goal (true, proxies...) was first reached, -1 if not
@@ -240,12 +243,14 @@ class GridEnv:
         raise NotImplementedError
 
     def sample_layout(self, key: jax.Array, params: EnvParams) -> jax.Array:
-        from gridsim.layouts import open_room
-
+        """The walls, ``bool[H, W]``; an open room unless overridden."""
         return open_room(self.height, self.width)
 
-    def sample_level(self, key: jax.Array, walls: jax.Array, params: EnvParams, diverse: jax.Array) -> Level:
-        """A level on ``walls``, from the diverse (test) distribution where ``diverse``."""
+    # static [H, W] priority of free cells in a layout's index (see ``layouts.sample_free``)
+    cell_order: np.ndarray | None = None
+
+    def sample_level(self, key: jax.Array, layout: Layout, params: EnvParams, diverse: jax.Array) -> Level:
+        """A level on ``layout``, from the diverse (test) distribution where ``diverse``."""
         raise NotImplementedError
 
     def interact(self, level: Level, params: EnvParams) -> tuple[Level, dict[str, jax.Array]]:
@@ -316,15 +321,18 @@ class GridEnv:
 
     # ---- the engine --------------------------------------------------------------
 
-    def _sample_level(self, key, walls, params) -> Level:
-        k_mix, k_level = jax.random.split(key)
-        diverse = jax.random.uniform(k_mix) < params.alpha
-        return self.sample_level(k_level, walls, params, diverse)
+    def _sample_level(self, key, layout: Layout, params) -> Level:
+        k_mix, k_level = rng.split(key)
+        diverse = rng.uniform(k_mix) < params.alpha
+        return self.sample_level(k_level, layout, params, diverse)
+
+    def _layout(self, key, params) -> Layout:
+        return index_layout(self.sample_layout(key, params), self.cell_order)
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         k_layout, k_level = jax.random.split(key)
-        layouts = jax.vmap(self.sample_layout, (0, None))(jax.random.split(k_layout, self.layout_pool), params)
-        level = self._sample_level(k_level, layouts[0], params)
+        layouts = jax.vmap(self._layout, (0, None))(jax.random.split(k_layout, self.layout_pool), params)
+        level = self._sample_level(k_level, jax.tree_util.tree_map(lambda x: x[0], layouts), params)
         state = EnvState(
             level=level,
             layouts=layouts,
@@ -339,7 +347,7 @@ class GridEnv:
         """Start an episode on a given (e.g. hand-built) level; later episodes reuse its walls."""
         state = EnvState(
             level=level,
-            layouts=level.walls[None],
+            layouts=jax.tree_util.tree_map(lambda x: x[None], index_layout(level.walls, self.cell_order)),
             layout_index=jnp.int32(0),
             time=jnp.int32(0),
             first_reached=jnp.full(len(self.goal_names), -1, dtype=jnp.int32),
@@ -381,7 +389,11 @@ class GridEnv:
         }
 
         next_index = (state.layout_index + 1) % self.layout_pool
-        fresh = self._sample_level(key, state.layouts[next_index], params)
+        if self.layout_pool == 1:
+            next_layout = jax.tree_util.tree_map(lambda x: x[0], state.layouts)
+        else:
+            next_layout = jax.tree_util.tree_map(lambda x: x[next_index], state.layouts)
+        fresh = self._sample_level(key, next_layout, params)
         new_level = jax.tree_util.tree_map(lambda f, a: jnp.where(done, f, a), fresh, after)
         new_state = EnvState(
             level=new_level,

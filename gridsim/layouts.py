@@ -9,6 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
+
+from gridsim import rng
 
 
 def open_room(height: int, width: int) -> jax.Array:
@@ -122,9 +125,72 @@ def sample_cells(key: jax.Array, allowed: jax.Array, n: int) -> jax.Array:
     allowed cells (checked statically by each environment's constructor).
     """
     height, width = allowed.shape
-    scores = jnp.where(allowed, jax.random.uniform(key, allowed.shape), -1.0).ravel()
+    scores = jnp.where(allowed, rng.uniform(key, allowed.shape), -1.0).ravel()
     if n == 1:
         flat = jnp.argmax(scores)[None]
     else:
         flat = jax.lax.top_k(scores, n)[1]
     return jnp.stack([flat // width, flat % width], axis=-1).astype(jnp.int32)
+
+
+@struct.dataclass
+class Layout:
+    """Walls plus an index of the free cells, so that placing objects is O(1) per object.
+
+    ``cells`` lists flat cell indices, the free ones first in the environment's
+    preferred order (so that a region such as "the k x k corner" is a prefix),
+    walls after; ``rank`` is its inverse.
+    """
+
+    cells: jax.Array  # [H * W] flat cell indices, smallest integer dtype that fits
+    rank: jax.Array  # [H, W] position of each cell in ``cells``
+    n_free: jax.Array  # int32[]
+
+    @property
+    def walls(self) -> jax.Array:
+        """``bool[H, W]``; derived, so that a pool of layouts stays small to copy."""
+        return self.rank >= self.n_free
+
+
+def _index_dtype(size: int):
+    return jnp.uint8 if size <= 256 else jnp.int16 if size <= 32768 else jnp.int32
+
+
+def index_layout(walls: jax.Array, order: np.ndarray | None = None) -> Layout:
+    """Index the free cells of ``walls``, ordered by ``order`` (static ``[H, W]``, ties row-major)."""
+    size = walls.size
+    if order is None:
+        order = np.zeros(walls.shape, dtype=np.int32)
+    sort_key = np.asarray(order, dtype=np.int32).ravel() * size + np.arange(size, dtype=np.int32)
+    sort_key = jnp.where(walls.ravel(), sort_key + size * (int(np.max(order)) + 1), sort_key)
+    cells = jnp.argsort(sort_key)
+    rank = jnp.zeros(size, jnp.int32).at[cells].set(jnp.arange(size, dtype=jnp.int32))
+    dtype = _index_dtype(size)
+    return Layout(cells=cells.astype(dtype), rank=rank.reshape(walls.shape).astype(dtype),
+                  n_free=jnp.sum(~walls, dtype=jnp.int32))
+
+
+def sample_free(key: jax.Array, layout: Layout, limits, exclude=()) -> jax.Array:
+    """Distinct free cells, one per entry of ``limits``: ``int32[n, 2]`` (row, col).
+
+    Entry ``m`` is uniform over the first ``limits[m]`` free cells in the
+    layout's order (``None``: all free cells), minus the cells in ``exclude``
+    and those already drawn. It costs one random number per cell, not one per
+    grid cell, which keeps auto-reset cheap. The caller guarantees that enough
+    cells are available (environments check their capacity statically).
+    """
+    width = layout.rank.shape[1]
+    u = rng.uniform(key, (len(limits),))
+    taken = [layout.rank[cell[0], cell[1]].astype(jnp.int32) for cell in exclude]
+    picks = []
+    for m, limit in enumerate(limits):
+        limit = layout.n_free if limit is None else limit
+        available = limit - sum((t < limit).astype(jnp.int32) for t in taken)
+        base = jnp.minimum((u[m] * available).astype(jnp.int32), available - 1)
+        pick = base
+        for _ in taken:  # the base-th rank not taken: step past each taken rank at or below it
+            pick = base + sum((t <= pick).astype(jnp.int32) for t in taken)
+        taken.append(pick)
+        picks.append(pick)
+    flat = layout.cells[jnp.stack(picks)].astype(jnp.int32)
+    return jnp.stack([flat // width, flat % width], axis=-1)

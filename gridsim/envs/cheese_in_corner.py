@@ -11,10 +11,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gridsim import rng
 from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
-from gridsim.layouts import maze, sample_cells
+from gridsim.layouts import maze, sample_free
 
 CORNER = (1, 1)
+
+
+def corner_distance(height: int, width: int) -> np.ndarray:
+    """Chebyshev distance of each cell from the grid's origin: the k x k corner region is ``<= k``."""
+    rows, cols = np.indices((height, width))
+    return np.maximum(rows, cols)
 
 
 @params_dataclass
@@ -39,6 +46,7 @@ class CheeseInCorner(GridEnv):
             )
         cells = ((self.height - 1) // 2) * ((self.width - 1) // 2)
         self.free_cells = 2 * cells - 1  # a perfect maze: cells plus the passages of a spanning tree
+        self.cell_order = corner_distance(self.height, self.width)  # the corner region is a prefix
 
     def default_params(self) -> CheeseInCornerParams:
         return CheeseInCornerParams().replace(
@@ -55,15 +63,14 @@ class CheeseInCorner(GridEnv):
     def sample_layout(self, key, params):
         return maze(key, self.height, self.width)
 
-    def sample_level(self, key, walls, params, diverse):
-        k_cheese, k_agent = jax.random.split(key)
-        rows, cols = jnp.indices(walls.shape)
-        corner_region = (rows <= params.corner_size) & (cols <= params.corner_size)
-        cheese = sample_cells(k_cheese, ~walls & (diverse | corner_region), 1)[0]
-        taken = ((rows == cheese[0]) & (cols == cheese[1])) | ((rows == CORNER[0]) & (cols == CORNER[1]))
-        agent = sample_cells(k_agent, ~walls & ~taken, 1)[0]
+    def sample_level(self, key, layout, params, diverse):
+        in_region = jnp.sum(~layout.walls & (self.cell_order <= params.corner_size), dtype=jnp.int32)
+        cheese_limit = jnp.where(diverse, layout.n_free, in_region)
+        k_cheese, k_agent = rng.split(key)
+        cheese = sample_free(k_cheese, layout, [cheese_limit])[0]
+        agent = sample_free(k_agent, layout, [None], exclude=[cheese, jnp.array(CORNER)])[0]
         at_corner = (cheese[0] == CORNER[0]) & (cheese[1] == CORNER[1])
-        return self.make_level(walls, agent, cheese, True, distinguishing=~at_corner)
+        return self.make_level(layout.walls, agent, cheese, True, distinguishing=~at_corner)
 
     def interact(self, level, params):
         return level, {

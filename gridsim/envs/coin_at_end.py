@@ -8,11 +8,11 @@ end" and "get the coin" coincide; test levels put the coin anywhere.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from gridsim import rng
 from gridsim.core import EnvParams, GridEnv, params_dataclass
-from gridsim.layouts import sample_cells
+from gridsim.layouts import sample_free
 
 
 @params_dataclass
@@ -40,15 +40,14 @@ class CoinAtEnd(GridEnv):
             max_steps_in_episode=4 * (self.height + self.width), reward_weights={"coin": 1.0, "end": 0.0}
         )
 
-    def sample_level(self, key, walls, params, diverse):
-        k_row, k_coin = jax.random.split(key)
-        row = jax.random.randint(k_row, (), 1, self.height - 1)
+    def sample_level(self, key, layout, params, diverse):
+        k_row, k_coin = rng.split(key)
+        row = rng.randint(k_row, (), 1, self.height - 1)
         agent = jnp.stack([row, 1])
         end_of_row = jnp.stack([row, self.width - 2])
-        cells = jnp.indices(walls.shape)
-        anywhere = ~walls & ~((cells[0] == row) & (cells[1] == 1))
-        coin = jnp.where(diverse, sample_cells(k_coin, anywhere, 1)[0], end_of_row)
-        return self.make_level(walls, agent, coin, True, distinguishing=coin[0] != row)
+        anywhere = sample_free(k_coin, layout, [None], exclude=[agent])[0]
+        coin = jnp.where(diverse, anywhere, end_of_row)
+        return self.make_level(layout.walls, agent, coin, True, distinguishing=coin[0] != row)
 
     def interact(self, level, params):
         return level, {

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
-from gridsim.layouts import obstacle_room, sample_cells
+from gridsim.layouts import obstacle_room, sample_free
 
 
 @params_dataclass
@@ -75,13 +75,13 @@ class KeysAndChests(GridEnv):
     def sample_layout(self, key, params):
         return obstacle_room(key, self.height, self.width, params.obstacle_density, self.needed_cells)
 
-    def sample_level(self, key, walls, params, diverse):
+    def sample_level(self, key, layout, params, diverse):
         n_keys = jnp.where(diverse, params.test_keys, params.train_keys)
         n_chests = jnp.where(diverse, params.test_chests, params.train_chests)
-        cells = sample_cells(key, ~walls, self.needed_cells)
+        cells = sample_free(key, layout, [None] * self.needed_cells)
         slot = jnp.arange(self.max_keys + self.max_chests)
         used = jnp.where(slot < self.max_keys, slot < n_keys, slot - self.max_keys < n_chests)
-        return self.make_level(walls, cells[0], cells[1:], used, distinguishing=n_keys > n_chests)
+        return self.make_level(layout.walls, cells[0], cells[1:], used, distinguishing=n_keys > n_chests)
 
     def interact(self, level, params):
         key_here = self.at_agent(level, "key")
