@@ -34,15 +34,16 @@ class CheeseOnDish(gridsim.GridEnv):
         return maze(key, self.height, self.width)
 
     def sample_level(self, key, layout, params, diverse):
-        k_dish, k_cheese, k_agent = gridsim.rng.split(key, 3)
+        k_cheese, k_rest = gridsim.rng.split(key)
+        u = gridsim.rng.uniform(k_rest, (2,))
         walls = layout.walls
-        dish = sample_free(k_dish, layout, [None])[0]
+        dish = sample_free(u[:1], layout, [None])[0]
         # a region around the dish is no prefix of the layout's order: use the mask-based sampler
         rows, cols = jnp.indices(walls.shape)
         near = jnp.maximum(jnp.abs(rows - dish[0]), jnp.abs(cols - dish[1])) <= params.dish_distance
         on_dish = (rows == dish[0]) & (cols == dish[1])
         cheese = sample_cells(k_cheese, ~walls & ~on_dish & (near | diverse), 1)[0]
-        agent = sample_free(k_agent, layout, [None], exclude=[cheese, dish])[0]
+        agent = sample_free(u[1:], layout, [None], exclude=[cheese, dish])[0]
         far = jnp.max(jnp.abs(cheese - dish)) > params.dish_distance
         return self.make_level(walls, agent, jnp.stack([cheese, dish]), [True, True], distinguishing=far)
 

@@ -66,9 +66,9 @@ class CheeseInCorner(GridEnv):
     def sample_level(self, key, layout, params, diverse):
         in_region = jnp.sum(~layout.walls & (self.cell_order <= params.corner_size), dtype=jnp.int32)
         cheese_limit = jnp.where(diverse, layout.n_free, in_region)
-        k_cheese, k_agent = rng.split(key)
-        cheese = sample_free(k_cheese, layout, [cheese_limit])[0]
-        agent = sample_free(k_agent, layout, [None], exclude=[cheese, jnp.array(CORNER)])[0]
+        u = rng.uniform(key, (2,))
+        cheese = sample_free(u[:1], layout, [cheese_limit])[0]
+        agent = sample_free(u[1:], layout, [None], exclude=[cheese, jnp.array(CORNER)])[0]
         at_corner = (cheese[0] == CORNER[0]) & (cheese[1] == CORNER[1])
         return self.make_level(layout.walls, agent, cheese, True, distinguishing=~at_corner)
 

@@ -41,11 +41,11 @@ class CoinAtEnd(GridEnv):
         )
 
     def sample_level(self, key, layout, params, diverse):
-        k_row, k_coin = rng.split(key)
-        row = rng.randint(k_row, (), 1, self.height - 1)
+        u = rng.uniform(key, (2,))
+        row = 1 + jnp.minimum((u[0] * (self.height - 2)).astype(jnp.int32), self.height - 3)
         agent = jnp.stack([row, 1])
         end_of_row = jnp.stack([row, self.width - 2])
-        anywhere = sample_free(k_coin, layout, [None], exclude=[agent])[0]
+        anywhere = sample_free(u[1:], layout, [None], exclude=[agent])[0]
         coin = jnp.where(diverse, anywhere, end_of_row)
         return self.make_level(layout.walls, agent, coin, True, distinguishing=coin[0] != row)
 

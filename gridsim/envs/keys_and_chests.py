@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gridsim import rng
 from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
 from gridsim.layouts import obstacle_room, sample_free
 
@@ -34,6 +35,7 @@ class KeysAndChests(GridEnv):
     proxies = ("hoarded_key",)  # a key picked up while holding enough for every closed chest
     terminal_events = ("chests_done",)
     uses_inventory = True
+    default_layout_pool = 1  # open rooms by default; raise it with obstacle_density > 0
 
     def __init__(self, height: int = 9, width: int = 9, *, max_keys: int = 3, max_chests: int = 3, **kwargs):
         self.max_keys, self.max_chests = int(max_keys), int(max_chests)
@@ -78,7 +80,7 @@ class KeysAndChests(GridEnv):
     def sample_level(self, key, layout, params, diverse):
         n_keys = jnp.where(diverse, params.test_keys, params.train_keys)
         n_chests = jnp.where(diverse, params.test_chests, params.train_chests)
-        cells = sample_free(key, layout, [None] * self.needed_cells)
+        cells = sample_free(rng.uniform(key, (self.needed_cells,)), layout, [None] * self.needed_cells)
         slot = jnp.arange(self.max_keys + self.max_chests)
         used = jnp.where(slot < self.max_keys, slot < n_keys, slot - self.max_keys < n_chests)
         return self.make_level(layout.walls, cells[0], cells[1:], used, distinguishing=n_keys > n_chests)

@@ -1,0 +1,337 @@
+"""Environment throughput: random-policy rollouts of gridsim and its peers (navix, xminigrid).
+
+    python benchmarks/env_throughput.py                      # B = 1, 64, 1024, 8192 (~10 min on 2 CPU cores)
+    python benchmarks/env_throughput.py --batch-sizes 1024   # one batch size
+    python benchmarks/env_throughput.py --quick              # smoke run, a minute or two
+
+Writes ``benchmarks/results/env_throughput-<platform>-<time>.{json,md}`` and prints
+the Markdown tables. The method is described in ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+XLA_FLAGS_AT_LAUNCH = os.environ.get("XLA_FLAGS")
+
+# gridsim adds its XLA_FLAGS default on import. Importing jax starts no backend, so
+# importing gridsim here, before any computation, puts the peers under the same flags.
+import gridsim  # noqa: E402
+
+
+@dataclasses.dataclass
+class Case:
+    """One environment behind a common interface: ``reset(key) -> state`` and
+    ``step(key, state, action) -> (state, obs)``, auto-resetting when an episode ends."""
+
+    name: str
+    family: str
+    num_actions: int
+    reset: Callable
+    step: Callable
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+def gridsim_case(name: str, label: str = "", **overrides) -> Case:
+    env, params = gridsim.make(name, **overrides)
+
+    def step(key, state, action):
+        obs, state, *_ = env.step(key, state, action, params)
+        return state, obs
+
+    suffix = f" {label}" if label else ""
+    return Case(
+        f"{name} {env.height}x{env.width}{suffix}",
+        "gridsim",
+        env.num_actions,
+        lambda key: env.reset(key, params)[1],
+        step,
+        {"observation": env.observation, "max_steps_in_episode": int(params.max_steps_in_episode)},
+    )
+
+
+def navix_cases(names) -> list[Case]:
+    try:
+        import navix
+    except ImportError:
+        print("navix is not installed: skipping its environments", file=sys.stderr)
+        return []
+    cases = []
+    for name in names:
+        env = navix.make(name)
+
+        def step(key, timestep, action, env=env):
+            # navix resets inside step (dm_env style: the step after the last one is a reset)
+            timestep = env.step(timestep, action)
+            return timestep, timestep.observation
+
+        info = {"max_steps": int(env.max_steps)}
+        cases.append(Case(name, "navix", len(env.action_set), env.reset, step, info))
+    return cases
+
+
+def xminigrid_cases(names) -> list[Case]:
+    try:
+        import xminigrid
+        from xminigrid.wrappers import GymAutoResetWrapper
+    except ImportError:
+        print("xminigrid is not installed: skipping its environments", file=sys.stderr)
+        return []
+    cases = []
+    for name in names:
+        env, params = xminigrid.make(name)
+        env = GymAutoResetWrapper(env)  # xminigrid's step does not reset by itself
+
+        def step(key, timestep, action, env=env, params=params):
+            timestep = env.step(params, timestep, action)
+            return timestep, timestep.observation
+
+        info = {"max_steps": int(params.max_steps), "view_size": params.view_size}
+        reset = lambda key, env=env, params=params: env.reset(params, key)
+        cases.append(Case(name, "xminigrid", env.num_actions(params), reset, step, info))
+    return cases
+
+
+def make_rollout(case: Case, steps: int):
+    """``(state, key) -> ((state, key), checksum)`` over a batch: ``steps`` random actions per env."""
+
+    def one_env(carry):
+        state, key = carry
+        key, k_actions, k_steps = jax.random.split(key, 3)
+        # All T actions and step keys in one vectorised draw: threefry inside the scan body
+        # would cost about as much as a gridsim step and blur the comparison.
+        actions = jax.random.randint(k_actions, (steps,), 0, case.num_actions)
+
+        def body(carry, xs):
+            state, checksum = carry
+            k_step, action = xs
+            state, obs = case.step(k_step, state, action)
+            # Summing each observation into the carry keeps XLA from dropping the observation code.
+            return (state, checksum + jnp.sum(obs, dtype=jnp.int32)), None
+
+        xs = (jax.random.split(k_steps, steps), actions)
+        (state, checksum), _ = jax.lax.scan(body, (state, jnp.int32(0)), xs)
+        return (state, key), checksum
+
+    return jax.jit(jax.vmap(one_env))
+
+
+def time_calls(fn, carry, repeats: int) -> dict[str, Any]:
+    """Time jitted ``fn: carry -> (carry, out)``: compilation, a first (warm-up) call, then
+    ``repeats`` calls, each continuing from the carry the last one returned."""
+    start = time.perf_counter()
+    fn = fn.lower(carry).compile()
+    compile_s = time.perf_counter() - start
+    seconds = []
+    for _ in range(1 + repeats):
+        start = time.perf_counter()
+        carry, _ = jax.block_until_ready(fn(carry))
+        seconds.append(time.perf_counter() - start)
+    timed = seconds[1:]
+    return {"compile_s": compile_s, "first_call_s": seconds[0], "seconds": timed, "median_s": statistics.median(timed)}
+
+
+def time_rollout(case: Case, batch: int, steps: int, repeats: int) -> dict[str, Any]:
+    keys = jax.random.split(jax.random.key(0), batch)
+    states = jax.block_until_ready(jax.jit(jax.vmap(case.reset))(keys))
+    timing = time_calls(make_rollout(case, steps), (states, keys), repeats)
+    _, obs = jax.eval_shape(case.step, keys[0], jax.tree.map(lambda x: x[0], states), jnp.int32(0))
+    return {
+        "env": case.name,
+        "family": case.family,
+        "batch": batch,
+        "steps": steps,
+        **timing,
+        "steps_per_s": batch * steps / timing["median_s"],
+        "obs_shape": list(obs.shape),
+        "obs_dtype": str(obs.dtype),
+        "num_actions": case.num_actions,
+        **case.info,
+    }
+
+
+def time_batched(fn, batch: int, repeats: int) -> dict[str, float]:
+    """Calls per second of ``vmap(fn)`` over ``batch`` keys (maze generation, resets)."""
+    keys = jax.random.split(jax.random.key(1), batch)
+    batched = jax.jit(lambda keys: (keys, jax.vmap(fn)(keys)))
+    timing = time_calls(batched, keys, repeats)
+    return {"batch": batch, **timing, "per_s": batch / timing["median_s"]}
+
+
+def steps_for(batch: int, args) -> int:
+    """Scan length: about ``target_steps`` env steps per timed call, within [min, max]."""
+    if args.steps:
+        return args.steps
+    return max(args.min_steps, min(args.max_steps, args.target_steps // batch))
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return models[0] if models else platform.processor()
+
+
+def _git_state() -> dict[str, Any] | None:
+    """The commit of the gridsim checkout, and whether it has uncommitted changes."""
+    root = Path(gridsim.__file__).parent
+    try:
+        run = lambda *cmd: subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=True).stdout
+        dirty = bool(run("status", "--porcelain", "--", ".").strip())  # this package's files only
+        return {"commit": run("rev-parse", "HEAD").strip(), "dirty": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def device_info() -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {
+        "platform": device.platform,
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": device.device_kind,
+        "jax": jax.__version__,
+        "versions": {name: _version(name) for name in ("jaxlib", "gridsim", "navix", "xminigrid")},
+        "gridsim_git": _git_state(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "xla_flags_at_launch": XLA_FLAGS_AT_LAUNCH,
+        "xla_flags": os.environ.get("XLA_FLAGS"),
+        "gridsim_imported_first": True,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def fmt(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows, peers = results["rollouts"], results["peers"]
+    lines = [
+        "| env | B | T | steps/s (median) | compile s | " + " | ".join(f"× {p}" for p in peers) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(peers),
+    ]
+    for r in rows:
+        ratios = [fmt(r["ratios"][p]) if p in r.get("ratios", {}) else "" for p in peers]
+        lines.append(f"| {r['env']} | {r['batch']} | {r['steps']} | {fmt(r['steps_per_s'])} | {r['compile_s']:.1f} | "
+                     + " | ".join(ratios) + " |")
+    lines += ["", "| env | observation (shape, dtype) | actions |", "|---|---|---:|"]
+    seen = {}
+    for r in rows:
+        seen.setdefault(r["env"], f"| {r['env']} | {tuple(r['obs_shape'])} {r['obs_dtype']} | {r['num_actions']} |")
+    lines += seen.values()
+    lines += ["", "| measurement | B | per second (median) | compile s |", "|---|---:|---:|---:|"]
+    for name, m in results["batched"].items():
+        lines.append(f"| {name} | {m['batch']} | {fmt(m['per_s'])} | {m['compile_s']:.1f} |")
+    lines += ["", "| B | reset cost: coin-at-end steps/s, max_steps_in_episode=4 ÷ default |", "|---:|---:|"]
+    lines += [f"| {b} | {ratio:.2f} |" for b, ratio in results["reset_cost"].items()]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    ints = lambda s: [int(x) for x in s.split(",") if x]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-sizes", type=ints, default=[1, 64, 1024, 8192], help="comma-separated B")
+    p.add_argument("--gpu-batch-sizes", type=ints, default=[16384, 65536], help="added when the platform is gpu")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per (env, B); the median is reported")
+    p.add_argument("--steps", type=int, default=0, help="fixed scan length T (default: from --target-steps)")
+    # 2^18 steps per call keeps the default run near 10 minutes on 2 CPU cores (T = 256 at B = 1024).
+    p.add_argument("--target-steps", type=int, default=2**18, help="env steps per timed call, B * T")
+    p.add_argument("--min-steps", type=int, default=32, help="smallest T")
+    p.add_argument("--max-steps", type=int, default=4096, help="largest T (bounds the small-B calls)")
+    p.add_argument("--quick", action="store_true", help="smoke run: B = 8, T = 16, 2 repeats")
+    p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch_sizes, args.gpu_batch_sizes, args.steps, args.repeats = [8], [], 16, 2
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    info = device_info()
+    batch_sizes = args.batch_sizes + (args.gpu_batch_sizes if info["platform"] == "gpu" else [])
+    print(f"# {info['platform']} {info['device_kind']} ({info['cpu_model']}, {info['cpus_usable']} cores), "
+          f"jax {info['jax']}, XLA_FLAGS={info['xla_flags']!r}", file=sys.stderr)
+
+    coin = gridsim_case("coin-at-end")
+    short = gridsim_case("coin-at-end", "max_steps=4", max_steps_in_episode=4)
+    cheese = gridsim_case("cheese-in-corner", height=9, width=9)  # the default size, named to be explicit
+    egocentric = gridsim_case("cheese-in-corner", "egocentric", observation="egocentric")
+    keys = gridsim_case("keys-and-chests")
+    ours = [coin, short, cheese, egocentric, keys]
+    peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
+    peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
+
+    rollouts = []
+    for batch in batch_sizes:
+        steps = steps_for(batch, args)
+        for case in ours + peers:
+            r = time_rollout(case, batch, steps, args.repeats)
+            print(f"{case.name:36s} B={batch:<6d} T={steps:<6d} {r['steps_per_s']:>14,.0f} steps/s  "
+                  f"compile {r['compile_s']:.1f}s", file=sys.stderr)
+            rollouts.append(r)
+
+    by_key = {(r["env"], r["batch"]): r for r in rollouts}
+    for r in rollouts:
+        if r["family"] == "gridsim":
+            r["ratios"] = {p.name: r["steps_per_s"] / by_key[p.name, r["batch"]]["steps_per_s"] for p in peers}
+    reset_cost = {b: by_key[short.name, b]["steps_per_s"] / by_key[coin.name, b]["steps_per_s"] for b in batch_sizes}
+
+    reset_batch = 64 if args.quick else 1024
+    batched = {}
+    for n in (9, 13):
+        maze = lambda key, n=n: gridsim.layouts.maze(key, n, n)
+        batched[f"maze {n}x{n} levels"] = time_batched(maze, reset_batch, args.repeats)
+    for case in (coin, cheese, keys):
+        batched[f"{case.name} resets"] = time_batched(case.reset, reset_batch, args.repeats)
+
+    info["loadavg_end"] = os.getloadavg()
+    results = {
+        "device": info,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "argv": sys.argv,
+        "peers": [p.name for p in peers],
+        "rollouts": rollouts,
+        "reset_cost": reset_cost,
+        "batched": batched,
+    }
+    table = markdown(results)
+    print(table)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"env_throughput-{info['platform']}-{stamp}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(f"Device: {info['devices']} {info['cpu_model']}, jax {info['jax']}\n\n{table}\n")
+    print(f"wrote {stem}.json and .md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
