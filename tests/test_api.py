@@ -193,3 +193,17 @@ def test_render_shows_each_object():
     colours = {tuple(c) for c in image.reshape(-1, 3)}
     for name in ("wall", "agent", "key", "chest"):
         assert COLOURS[name] in colours, name
+
+
+def test_xla_cpu_deadlock_flag_is_set_without_overriding_the_user():
+    import os
+    import subprocess
+    import sys
+
+    from gridsim._xla_flags import FLAG
+
+    assert f"{FLAG}=false" in os.environ["XLA_FLAGS"]
+    code = "import os, gridsim; print(os.environ['XLA_FLAGS'])"
+    env = dict(os.environ, XLA_FLAGS=f"{FLAG}=true --xla_dump_to=/dev/null")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"{FLAG}=true --xla_dump_to=/dev/null"

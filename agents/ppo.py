@@ -1,0 +1,340 @@
+"""PPO in pure JAX, in the style of PureJaxRL: one file, one compiled program.
+
+``make_train(config, env)`` returns a ``Trainer`` whose ``__call__(key,
+params)`` is pure, so ``jax.vmap`` over keys (seeds) and over env params
+(shift settings) turns a whole sweep into one program. Training also runs in
+segments, ``trainer.segment(state, n_updates)``, so a caller can show
+progress, checkpoint and resume; a segment keeps per-update summaries only,
+never per-step data, so memory grows with seeds, not with training length.
+
+It knows environments only through the gymnax-style interface:
+``reset``, ``step`` (auto-resetting), ``num_actions``, and ``info`` with
+``outcome`` / ``episode_return`` / ``episode_length`` at episode ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.networks import ActorCritic
+
+OUTCOME_TRUE = 1  # gridsim's code for "the true goal was reached first"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """PPO settings. Defaults solve the small gridsim environments in a few 100k steps."""
+
+    num_envs: int = 64  # parallel environments per seed
+    num_steps: int = 32  # rollout length per update
+    total_timesteps: int = 500_000  # env steps per seed
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    lr: float = 5e-4
+    anneal_lr: bool = True  # linear decay to 0 over training
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2  # policy and value clipping
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    encoder: str = "mlp"  # "mlp" or "cnn"
+    hidden: int = 64
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    def validate(self) -> Config:
+        """Raise ``ValueError`` naming the setting, before anything compiles."""
+        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ppo.Config.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(
+                f"ppo.Config.num_minibatches ({self.num_minibatches}) must divide num_envs * num_steps "
+                f"({self.batch_size})"
+            )
+        if self.num_updates < 1:
+            raise ValueError(
+                f"ppo.Config.total_timesteps ({self.total_timesteps}) is less than one update "
+                f"(num_envs * num_steps = {self.batch_size})"
+            )
+        if self.encoder not in ("mlp", "cnn"):
+            raise ValueError(f"ppo.Config.encoder must be 'mlp' or 'cnn', got {self.encoder!r}")
+        for name in ("lr", "gamma", "gae_lambda", "clip_eps", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ppo.Config.{name} must be > 0, got {getattr(self, name)}")
+        return self
+
+
+@struct.dataclass
+class TrainState:
+    """Everything one seed's training carries between segments (a pytree: checkpoint it as is)."""
+
+    network: Any  # flax params
+    opt_state: Any
+    env_state: Any
+    obs: jax.Array
+    key: jax.Array
+    env_params: Any
+    update: jax.Array  # updates done so far
+    diverged: jax.Array  # a loss or gradient went non-finite; updates since were skipped
+
+
+class Metrics(NamedTuple):
+    """Per-update summaries: the only thing training keeps over time."""
+
+    episodes: jax.Array  # episodes that ended during the rollout
+    success_rate: jax.Array  # of those, the fraction whose outcome was the true goal
+    episode_return: jax.Array  # mean return of those episodes
+    episode_length: jax.Array
+    loss: jax.Array
+    entropy: jax.Array
+    diverged: jax.Array
+
+
+class TrainOutput(NamedTuple):
+    state: TrainState
+    metrics: Metrics  # each field [num_updates]
+
+
+class Transition(NamedTuple):
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    truncated: jax.Array
+
+
+def _log_prob(logits, action):
+    return jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+
+
+def _entropy(logits):
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+class Trainer:
+    def __init__(self, config: Config, env):
+        self.config = config.validate()
+        self.env = env
+        self.network = ActorCritic(env.num_actions, config.hidden, config.encoder)
+        schedule = (
+            optax.linear_schedule(config.lr, 0.0, config.num_updates * config.update_epochs * config.num_minibatches)
+            if config.anneal_lr
+            else config.lr
+        )
+        self.optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(schedule, eps=1e-5))
+
+    # ---- public -----------------------------------------------------------------
+
+    def init(self, key, env_params) -> TrainState:
+        c = self.config
+        k_net, k_env, key = jax.random.split(key, 3)
+        obs, env_state = jax.vmap(self.env.reset, (0, None))(jax.random.split(k_env, c.num_envs), env_params)
+        network = self.network.init(k_net, obs[0])
+        return TrainState(
+            network=network,
+            opt_state=self.optimizer.init(network),
+            env_state=env_state,
+            obs=obs,
+            key=key,
+            env_params=env_params,
+            update=jnp.int32(0),
+            diverged=jnp.bool_(False),
+        )
+
+    def segment(self, state: TrainState, n_updates: int) -> tuple[TrainState, Metrics]:
+        """Run ``n_updates`` (static) PPO updates from ``state``."""
+        return jax.lax.scan(lambda s, _: self._update(s), state, None, length=n_updates)
+
+    def __call__(self, key, env_params) -> TrainOutput:
+        """Train one seed from scratch: pure, so vmap it over keys and over env params."""
+        state, metrics = self.segment(self.init(key, env_params), self.config.num_updates)
+        return TrainOutput(state, metrics)
+
+    def policy(self, network, obs, key, greedy: bool = False):
+        logits, _ = self.network.apply(network, obs)
+        return jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
+
+    # ---- one update ---------------------------------------------------------------
+
+    def _rollout(self, state: TrainState):
+        c = self.config
+
+        def one_step(carry, _):
+            env_state, obs, key = carry
+            key, k_act, k_env = jax.random.split(key, 3)
+            logits, value = self.network.apply(state.network, obs)
+            action = jax.random.categorical(k_act, logits)
+            next_obs, env_state, reward, done, info = jax.vmap(self.env.step, (0, 0, 0, None))(
+                jax.random.split(k_env, c.num_envs), env_state, action, state.env_params
+            )
+            transition = Transition(obs, action, _log_prob(logits, action), value, reward, done, info["truncated"])
+            ended = (
+                done,
+                info["outcome"] == OUTCOME_TRUE,
+                info["episode_return"],
+                info["episode_length"].astype(jnp.float32),
+            )
+            return (env_state, next_obs, key), (transition, ended)
+
+        (env_state, obs, key), (transitions, ended) = jax.lax.scan(
+            one_step, (state.env_state, state.obs, state.key), None, length=c.num_steps
+        )
+        return env_state, obs, key, transitions, ended
+
+    def _advantages(self, transitions: Transition, last_value):
+        c = self.config
+
+        def backward(carry, t):
+            gae, next_value = carry
+            # a truncated episode is cut, not ended: bootstrap from its value estimate
+            bootstrap = jnp.where(t.truncated, t.value, next_value * (1.0 - t.done))
+            delta = t.reward + c.gamma * bootstrap - t.value
+            gae = delta + c.gamma * c.gae_lambda * (1.0 - t.done) * gae
+            return (gae, t.value), gae
+
+        _, advantages = jax.lax.scan(
+            backward, (jnp.zeros_like(last_value), last_value), transitions, reverse=True
+        )
+        return advantages, advantages + transitions.value
+
+    def _loss(self, network, batch: Transition, advantages, targets):
+        c = self.config
+        logits, value = self.network.apply(network, batch.obs)
+        log_prob = _log_prob(logits, batch.action)
+        clipped_value = batch.value + jnp.clip(value - batch.value, -c.clip_eps, c.clip_eps)
+        value_loss = 0.5 * jnp.maximum((value - targets) ** 2, (clipped_value - targets) ** 2).mean()
+        ratio = jnp.exp(log_prob - batch.log_prob)
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -jnp.minimum(
+            ratio * advantages, jnp.clip(ratio, 1.0 - c.clip_eps, 1.0 + c.clip_eps) * advantages
+        ).mean()
+        entropy = _entropy(logits).mean()
+        return policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy, entropy
+
+    def _update(self, state: TrainState):
+        c = self.config
+        env_state, obs, key, transitions, ended = self._rollout(state)
+        _, last_value = self.network.apply(state.network, obs)
+        advantages, targets = self._advantages(transitions, last_value)
+
+        def epoch(carry, _):
+            network, opt_state, key, bad = carry
+            key, k_perm = jax.random.split(key)
+            order = jax.random.permutation(k_perm, c.batch_size)
+            flat = jax.tree_util.tree_map(
+                lambda x: x.reshape((c.batch_size,) + x.shape[2:])[order].reshape(
+                    (c.num_minibatches, -1) + x.shape[2:]
+                ),
+                (transitions, advantages, targets),
+            )
+
+            def minibatch(carry, mb):
+                network, opt_state, bad = carry
+                (loss, entropy), grads = jax.value_and_grad(self._loss, has_aux=True)(network, *mb)
+                updates, new_opt_state = self.optimizer.update(grads, opt_state, network)
+                finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+                # a seed whose loss goes non-finite stops learning and is flagged; other seeds are untouched
+                keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite & ~bad, n, o), new, old)
+                network = keep(optax.apply_updates(network, updates), network)
+                opt_state = keep(new_opt_state, opt_state)
+                return (network, opt_state, bad | ~finite), (loss, entropy)
+
+            (network, opt_state, bad), stats = jax.lax.scan(minibatch, (network, opt_state, bad), flat)
+            return (network, opt_state, key, bad), stats
+
+        (network, opt_state, key, diverged), (loss, entropy) = jax.lax.scan(
+            epoch, (state.network, state.opt_state, key, state.diverged), None, length=c.update_epochs
+        )
+        done, success, episode_return, episode_length = ended
+        episodes = done.sum()
+        per_episode = lambda x: jnp.where(episodes > 0, jnp.sum(x * done) / jnp.maximum(episodes, 1), jnp.nan)
+        metrics = Metrics(
+            episodes=episodes,
+            success_rate=per_episode(success),
+            episode_return=per_episode(episode_return),
+            episode_length=per_episode(episode_length),
+            loss=loss.mean(),
+            entropy=entropy.mean(),
+            diverged=diverged,
+        )
+        new_state = state.replace(
+            network=network,
+            opt_state=opt_state,
+            env_state=env_state,
+            obs=obs,
+            key=key,
+            update=state.update + 1,
+            diverged=diverged,
+        )
+        return new_state, metrics
+
+
+def make_train(config: Config, env) -> Trainer:
+    """``Trainer`` for ``env``; ``trainer(key, params)`` trains one seed (vmap it for many)."""
+    return Trainer(config, env)
+
+
+class Evaluation(NamedTuple):
+    """Per-episode results, each ``[episodes]`` (with leading axes for vmapped agents)."""
+
+    outcome: jax.Array  # index into env.outcome_names
+    episode_return: jax.Array
+    episode_length: jax.Array
+    distinguishing: jax.Array
+    finished: jax.Array  # False if the episode had not ended within max_steps
+
+
+def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_steps: int, greedy: bool = False):
+    """Run ``episodes`` fresh episodes (one per parallel env) for up to ``max_steps`` steps each.
+
+    Pure and jittable; ``max_steps`` is static (use the params' ``max_steps_in_episode``).
+    vmap over ``network`` to evaluate many agents at once.
+    """
+    env = trainer.env
+    k_reset, k_run = jax.random.split(key)
+    obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), env_params)
+    empty = Evaluation(
+        outcome=jnp.zeros(episodes, jnp.int32),
+        episode_return=jnp.zeros(episodes, jnp.float32),
+        episode_length=jnp.zeros(episodes, jnp.int32),
+        distinguishing=jnp.zeros(episodes, bool),
+        finished=jnp.zeros(episodes, bool),
+    )
+
+    def one_step(carry, key):
+        obs, env_state, result = carry
+        k_act, k_env = jax.random.split(key)
+        action = trainer.policy(network, obs, k_act, greedy)
+        obs, env_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
+            jax.random.split(k_env, episodes), env_state, action, env_params
+        )
+        first = done & ~result.finished  # only the first episode of each env counts
+        record = lambda old, new: jnp.where(first, new, old)
+        result = Evaluation(
+            outcome=record(result.outcome, info["outcome"]),
+            episode_return=record(result.episode_return, info["episode_return"]),
+            episode_length=record(result.episode_length, info["episode_length"]),
+            distinguishing=record(result.distinguishing, info["distinguishing"]),
+            finished=result.finished | done,
+        )
+        return (obs, env_state, result), None
+
+    (_, _, result), _ = jax.lax.scan(one_step, (obs, env_state, empty), jax.random.split(k_run, max_steps))
+    return result
