@@ -154,7 +154,7 @@ def test_gymnax_adapter_runs_a_gymnax_style_rollout():
 
 
 def test_cli_lists_envs_and_writes_sheet_and_gif(tmp_path, capsys):
-    from gridsim.cli import main
+    from experiments.cli import main
 
     assert main(["envs"]) == 0
     listed = capsys.readouterr().out
@@ -171,7 +171,7 @@ def test_cli_lists_envs_and_writes_sheet_and_gif(tmp_path, capsys):
 
 
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
-    from gridsim.cli import main
+    from experiments.cli import main
 
     assert main(["show", "nope"]) == 2
     assert "unknown environment 'nope'" in capsys.readouterr().err

@@ -6,6 +6,8 @@ import argparse
 import ast
 import sys
 
+import numpy as np
+
 
 def _parse_option(text: str):
     key, sep, value = text.partition("=")
@@ -56,6 +58,49 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _quantiles(values) -> str:
+    import numpy as np
+
+    q10, q50, q90 = np.quantile(np.asarray(values, dtype=float), [0.1, 0.5, 0.9])
+    return f"{q50:6.1%}  [{q10:6.1%} .. {q90:6.1%}]"
+
+
+def cmd_train(args) -> int:
+    import jax
+    from tqdm import tqdm
+
+    import gridsim
+    from agents import ppo
+    from experiments.train import config_with, evaluate_seeds, train_seeds
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    env, params = gridsim.make(args.env, **_options(args.option))
+    train_params = params.train(alpha=args.alpha)
+    config = config_with(
+        ppo.Config(), total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder
+    ).validate()
+    key = jax.random.key(args.seed)
+    k_train, k_eval = jax.random.split(key)
+    steps = config.num_updates * config.batch_size
+    with tqdm(total=steps * args.seeds, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
+        trainer, state, metrics = train_seeds(
+            env, train_params, config, args.seeds, k_train, args.segments,
+            on_segment=lambda n: bar.update(n * config.batch_size * args.seeds),
+        )
+    results = evaluate_seeds(trainer, state, train_params, params.test(), k_eval, args.eval_episodes)
+    print(f"\n{env.name}, alpha={float(train_params.alpha):g}: {args.seeds} seeds x {steps:,} steps")
+    print("per-seed rates: median  [10% .. 90% quantile]")
+    print(f"  train success (greedy)          {_quantiles(results.train_success)}")
+    for k, name in enumerate(env.outcome_names):
+        print(f"  test {name:<26} {_quantiles(results.test_outcomes[:, k])}")
+    print(f"  (test rates over distinguishing levels, median {int(np.median(results.test_distinguishing))}"
+          f" of {args.eval_episodes} episodes per seed)")
+    if results.diverged.any():
+        print(f"  {int(results.diverged.sum())} seed(s) diverged (non-finite loss) and stopped learning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="env option or param override, e.g. -o corner_size=3 -o height=11 (repeatable)",
     )
     show.set_defaults(run=cmd_show)
+
+    train = sub.add_parser("train", help="train PPO seeds on the training distribution, evaluate at test")
+    train.add_argument("env", help="registered name, or module:attribute / file.py:attribute")
+    train.add_argument("--alpha", type=float, default=0.0,
+                       help="fraction of training levels drawn from the test distribution")
+    train.add_argument("--seeds", type=int, default=8)
+    train.add_argument("--steps", type=int, default=None, help="env steps per seed (default: ppo.Config's)")
+    train.add_argument("--num-envs", type=int, default=None, help="parallel envs per seed")
+    train.add_argument("--encoder", choices=("mlp", "cnn"), default=None)
+    train.add_argument("--segments", type=int, default=20, help="progress updates (and compiled segments)")
+    train.add_argument("--eval-episodes", type=int, default=256)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
+                       help="env option or param override (repeatable)")
+    train.set_defaults(run=cmd_train)
     return parser
 
 
