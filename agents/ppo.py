@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import ActorCritic
+from agents.networks import ActorCritic, RecurrentActorCritic
 
 OUTCOME_TRUE = 1  # gridsim's code for "the true goal was reached first"
 
@@ -46,6 +46,7 @@ class Config:
     max_grad_norm: float = 0.5
     encoder: str = "mlp"  # "mlp" or "cnn"
     hidden: int = 64
+    recurrent: bool = False  # a GRU between encoder and heads; minibatches then split environments
 
     @property
     def batch_size(self) -> int:
@@ -70,6 +71,11 @@ class Config:
                 f"ppo.Config.total_timesteps ({self.total_timesteps}) is less than one update "
                 f"(num_envs * num_steps = {self.batch_size})"
             )
+        if self.recurrent and self.num_envs % self.num_minibatches:
+            raise ValueError(
+                f"ppo.Config.num_minibatches ({self.num_minibatches}) must divide num_envs ({self.num_envs}) "
+                "for a recurrent policy (minibatches are groups of whole environment sequences)"
+            )
         if self.encoder not in ("mlp", "cnn"):
             raise ValueError(f"ppo.Config.encoder must be 'mlp' or 'cnn', got {self.encoder!r}")
         for name in ("lr", "gamma", "gae_lambda", "clip_eps", "max_grad_norm"):
@@ -86,6 +92,8 @@ class TrainState:
     opt_state: Any
     env_state: Any
     obs: jax.Array
+    hidden: jax.Array  # [num_envs, hidden] recurrent state ([num_envs, 0] for feed-forward policies)
+    reset: jax.Array  # [num_envs] obs is the first of an episode
     key: jax.Array
     env_params: Any
     update: jax.Array  # updates done so far
@@ -111,6 +119,7 @@ class TrainOutput(NamedTuple):
 
 class Transition(NamedTuple):
     obs: jax.Array
+    reset: jax.Array  # obs starts an episode: the recurrent state was zeroed before reading it
     action: jax.Array
     log_prob: jax.Array
     value: jax.Array
@@ -132,7 +141,9 @@ class Trainer:
     def __init__(self, config: Config, env):
         self.config = config.validate()
         self.env = env
-        self.network = ActorCritic(env.num_actions, config.hidden, config.encoder)
+        network = RecurrentActorCritic if config.recurrent else ActorCritic
+        self.network = network(env.num_actions, config.hidden, config.encoder)
+        self.hidden_size = config.hidden if config.recurrent else 0
         schedule = (
             optax.linear_schedule(config.lr, 0.0, config.num_updates * config.update_epochs * config.num_minibatches)
             if config.anneal_lr
@@ -146,12 +157,15 @@ class Trainer:
         c = self.config
         k_net, k_env, key = jax.random.split(key, 3)
         obs, env_state = jax.vmap(self.env.reset, (0, None))(jax.random.split(k_env, c.num_envs), env_params)
-        network = self.network.init(k_net, obs[0])
+        hidden, reset = self.initial_hidden(c.num_envs), jnp.ones(c.num_envs, bool)
+        network = self.network.init(k_net, hidden, obs, reset)
         return TrainState(
             network=network,
             opt_state=self.optimizer.init(network),
             env_state=env_state,
             obs=obs,
+            hidden=hidden,
+            reset=reset,
             key=key,
             env_params=env_params,
             update=jnp.int32(0),
@@ -167,9 +181,13 @@ class Trainer:
         state, metrics = self.segment(self.init(key, env_params), self.config.num_updates)
         return TrainOutput(state, metrics)
 
-    def policy(self, network, obs, key, greedy: bool = False):
-        logits, _ = self.network.apply(network, obs)
-        return jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
+    def initial_hidden(self, batch: int) -> jax.Array:
+        return jnp.zeros((batch, self.hidden_size), jnp.float32)
+
+    def act(self, network, hidden, obs, reset, key, greedy: bool = False):
+        """``(hidden, action)`` for a batch of observations."""
+        hidden, logits, _ = self.network.apply(network, hidden, obs, reset)
+        return hidden, jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
 
     # ---- one update ---------------------------------------------------------------
 
@@ -177,26 +195,27 @@ class Trainer:
         c = self.config
 
         def one_step(carry, _):
-            env_state, obs, key = carry
+            env_state, obs, hidden, reset, key = carry
             key, k_act, k_env = jax.random.split(key, 3)
-            logits, value = self.network.apply(state.network, obs)
+            hidden, logits, value = self.network.apply(state.network, hidden, obs, reset)
             action = jax.random.categorical(k_act, logits)
             next_obs, env_state, reward, done, info = jax.vmap(self.env.step, (0, 0, 0, None))(
                 jax.random.split(k_env, c.num_envs), env_state, action, state.env_params
             )
-            transition = Transition(obs, action, _log_prob(logits, action), value, reward, done, info["truncated"])
+            log_prob = _log_prob(logits, action)
+            transition = Transition(obs, reset, action, log_prob, value, reward, done, info["truncated"])
             ended = (
                 done,
                 info["outcome"] == OUTCOME_TRUE,
                 info["episode_return"],
                 info["episode_length"].astype(jnp.float32),
             )
-            return (env_state, next_obs, key), (transition, ended)
+            # auto-reset: after a done, next_obs starts a new episode
+            return (env_state, next_obs, hidden, done, key), (transition, ended)
 
-        (env_state, obs, key), (transitions, ended) = jax.lax.scan(
-            one_step, (state.env_state, state.obs, state.key), None, length=c.num_steps
-        )
-        return env_state, obs, key, transitions, ended
+        carry = (state.env_state, state.obs, state.hidden, state.reset, state.key)
+        carry, (transitions, ended) = jax.lax.scan(one_step, carry, None, length=c.num_steps)
+        return carry, transitions, ended
 
     def _advantages(self, transitions: Transition, last_value):
         c = self.config
@@ -214,9 +233,22 @@ class Trainer:
         )
         return advantages, advantages + transitions.value
 
-    def _loss(self, network, batch: Transition, advantages, targets):
+    def _replay(self, network, initial_hidden, batch: Transition):
+        """Logits and values of a batch as the rollout saw them; recurrent batches are
+        ``[time, envs]`` sequences replayed from their initial hidden state."""
+        if not self.config.recurrent:
+            _, logits, value = self.network.apply(network, initial_hidden, batch.obs, batch.reset)
+            return logits, value
+
+        def step(hidden, t):
+            hidden, logits, value = self.network.apply(network, hidden, t.obs, t.reset)
+            return hidden, (logits, value)
+
+        return jax.lax.scan(step, initial_hidden, batch)[1]
+
+    def _loss(self, network, initial_hidden, batch: Transition, advantages, targets):
         c = self.config
-        logits, value = self.network.apply(network, batch.obs)
+        logits, value = self._replay(network, initial_hidden, batch)
         log_prob = _log_prob(logits, batch.action)
         clipped_value = batch.value + jnp.clip(value - batch.value, -c.clip_eps, c.clip_eps)
         value_loss = 0.5 * jnp.maximum((value - targets) ** 2, (clipped_value - targets) ** 2).mean()
@@ -230,20 +262,30 @@ class Trainer:
 
     def _update(self, state: TrainState):
         c = self.config
-        env_state, obs, key, transitions, ended = self._rollout(state)
-        _, last_value = self.network.apply(state.network, obs)
+        (env_state, obs, hidden, reset, key), transitions, ended = self._rollout(state)
+        _, _, last_value = self.network.apply(state.network, hidden, obs, reset)
         advantages, targets = self._advantages(transitions, last_value)
 
         def epoch(carry, _):
             network, opt_state, key, bad = carry
             key, k_perm = jax.random.split(key)
-            order = jax.random.permutation(k_perm, c.batch_size)
-            flat = jax.tree_util.tree_map(
-                lambda x: x.reshape((c.batch_size,) + x.shape[2:])[order].reshape(
-                    (c.num_minibatches, -1) + x.shape[2:]
-                ),
-                (transitions, advantages, targets),
-            )
+            if c.recurrent:  # minibatches of whole environment sequences, [time, envs / num_minibatches]
+                order = jax.random.permutation(k_perm, c.num_envs)
+                split = lambda x: jnp.moveaxis(
+                    x[:, order].reshape((x.shape[0], c.num_minibatches, -1) + x.shape[2:]), 1, 0
+                )
+                batches = jax.tree_util.tree_map(split, (transitions, advantages, targets))
+                starts = state.hidden[order].reshape((c.num_minibatches, -1, self.hidden_size))
+            else:  # minibatches of shuffled single steps
+                order = jax.random.permutation(k_perm, c.batch_size)
+                batches = jax.tree_util.tree_map(
+                    lambda x: x.reshape((c.batch_size,) + x.shape[2:])[order].reshape(
+                        (c.num_minibatches, -1) + x.shape[2:]
+                    ),
+                    (transitions, advantages, targets),
+                )
+                starts = jnp.zeros((c.num_minibatches, c.batch_size // c.num_minibatches, 0))
+            minibatches = (starts, *batches)
 
             def minibatch(carry, mb):
                 network, opt_state, bad = carry
@@ -256,7 +298,7 @@ class Trainer:
                 opt_state = keep(new_opt_state, opt_state)
                 return (network, opt_state, bad | ~finite), (loss, entropy)
 
-            (network, opt_state, bad), stats = jax.lax.scan(minibatch, (network, opt_state, bad), flat)
+            (network, opt_state, bad), stats = jax.lax.scan(minibatch, (network, opt_state, bad), minibatches)
             return (network, opt_state, key, bad), stats
 
         (network, opt_state, key, diverged), (loss, entropy) = jax.lax.scan(
@@ -279,6 +321,8 @@ class Trainer:
             opt_state=opt_state,
             env_state=env_state,
             obs=obs,
+            hidden=hidden,
+            reset=reset,
             key=key,
             update=state.update + 1,
             diverged=diverged,
@@ -310,6 +354,7 @@ def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_step
     env = trainer.env
     k_reset, k_run = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), env_params)
+    hidden, reset = trainer.initial_hidden(episodes), jnp.ones(episodes, bool)
     empty = Evaluation(
         outcome=jnp.zeros(episodes, jnp.int32),
         episode_return=jnp.zeros(episodes, jnp.float32),
@@ -319,9 +364,9 @@ def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_step
     )
 
     def one_step(carry, key):
-        obs, env_state, result = carry
+        obs, env_state, hidden, reset, result = carry
         k_act, k_env = jax.random.split(key)
-        action = trainer.policy(network, obs, k_act, greedy)
+        hidden, action = trainer.act(network, hidden, obs, reset, k_act, greedy)
         obs, env_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
             jax.random.split(k_env, episodes), env_state, action, env_params
         )
@@ -334,7 +379,8 @@ def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_step
             distinguishing=record(result.distinguishing, info["distinguishing"]),
             finished=result.finished | done,
         )
-        return (obs, env_state, result), None
+        return (obs, env_state, hidden, done, result), None
 
-    (_, _, result), _ = jax.lax.scan(one_step, (obs, env_state, empty), jax.random.split(k_run, max_steps))
+    carry = (obs, env_state, hidden, reset, empty)
+    (*_, result), _ = jax.lax.scan(one_step, carry, jax.random.split(k_run, max_steps))
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import chex
@@ -98,6 +99,7 @@ def test_a_diverging_seed_is_flagged_and_leaves_the_others_alone():
         (dict(total_timesteps=10), "less than one update"),
         (dict(encoder="transformer"), "encoder"),
         (dict(lr=0.0), "lr"),
+        (dict(recurrent=True, num_envs=6, num_minibatches=4), "recurrent policy"),
     ],
 )
 def test_configs_that_cannot_work_fail_before_compiling(overrides, message):
@@ -134,3 +136,49 @@ def test_vmapped_training_over_32_seeds_does_not_deadlock_on_cpu():
         pytest.fail("vmapped PPO over 32 seeds hung: is the XLA:CPU scheduler flag still set on import?")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "finished" in done.stdout
+
+
+def test_gru_state_resets_exactly_at_episode_boundaries():
+    """The update replays each recurrent sequence from its start; it reproduces the rollout's
+    values only if the hidden state was zeroed on exactly the first step of each episode."""
+    env, params = gridsim.make("coin-at-end", height=5, width=7, max_steps_in_episode=3)
+    config = ppo.Config(num_envs=4, num_steps=16, total_timesteps=4 * 16 * 2, num_minibatches=2, recurrent=True)
+    trainer = ppo.make_train(config, env)
+    state = jax.jit(trainer.init)(jax.random.key(0), params)
+    rollout = jax.jit(trainer._rollout)
+    (env_state, obs, hidden, reset, key), _, _ = rollout(state)  # so the next rollout starts mid-episode
+    state = state.replace(env_state=env_state, obs=obs, hidden=hidden, reset=reset, key=key)
+    _, transitions, _ = rollout(state)
+    done, resets = np.asarray(transitions.done), np.asarray(transitions.reset)
+    assert done.any() and np.abs(np.asarray(state.hidden)).max() > 0
+    np.testing.assert_array_equal(resets[1:], done[:-1])  # a new episode's first obs is flagged
+
+    replay = jax.jit(trainer._replay)
+    _, values = replay(state.network, state.hidden, transitions)
+    np.testing.assert_allclose(values, transitions.value, atol=1e-5)
+    late = transitions._replace(reset=np.concatenate([resets[:1], resets[:-1]]))  # zeroed one step too late
+    _, late_values = replay(state.network, state.hidden, late)
+    assert np.abs(np.asarray(late_values) - np.asarray(transitions.value)).max() > 1e-3
+
+
+def test_recurrent_and_cnn_policies_train_without_diverging():
+    env, params = coin()
+    for config in (dataclasses.replace(TINY, recurrent=True), dataclasses.replace(TINY, encoder="cnn")):
+        out = jax.jit(ppo.make_train(config, env))(jax.random.key(0), params)
+        assert not bool(out.state.diverged)
+        assert np.isfinite(np.asarray(out.metrics.loss)).all()
+
+
+def test_cli_train_prints_a_summary_and_rejects_bad_input(capsys):
+    from experiments.cli import main
+
+    small = ["-o", "height=5", "-o", "width=7"]
+    args = ["train", "coin-at-end", "--seeds", "2", "--steps", "1024", "--num-envs", "16", "--segments", "2",
+            "--eval-episodes", "16", *small]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "train success" in out and "test proxy:end" in out and "2 seeds x 1,024 steps" in out
+    assert main(["train", "coin-at-end", "--seeds", "0", *small]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["train", "coin-at-end", "--steps", "10", *small]) == 2
+    assert "less than one update" in capsys.readouterr().err
