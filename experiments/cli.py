@@ -71,33 +71,60 @@ def cmd_train(args) -> int:
 
     import gridsim
     from agents import ppo
-    from experiments.train import config_with, evaluate_seeds, train_seeds
+    from experiments.train import SeedRunner
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     env, params = gridsim.make(args.env, **_options(args.option))
     train_params = params.train(alpha=args.alpha)
-    config = config_with(
-        ppo.Config(), total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder
-    ).validate()
-    key = jax.random.key(args.seed)
-    k_train, k_eval = jax.random.split(key)
-    steps = config.num_updates * config.batch_size
-    with tqdm(total=steps * args.seeds, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
-        trainer, state, metrics = train_seeds(
-            env, train_params, config, args.seeds, k_train, args.segments,
-            on_segment=lambda n: bar.update(n * config.batch_size * args.seeds),
-        )
-    results = evaluate_seeds(trainer, state, train_params, params.test(), k_eval, args.eval_episodes)
-    print(f"\n{env.name}, alpha={float(train_params.alpha):g}: {args.seeds} seeds x {steps:,} steps")
+    overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)
+    config = ppo.Config(**{k: v for k, v in overrides.items() if v is not None}).validate()
+    runner = SeedRunner(env, config, args.eval_episodes, int(params.max_steps_in_episode))
+    k_train, k_eval = jax.random.split(jax.random.key(args.seed))
+    keys = jax.random.split(k_train, args.seeds)
+    with tqdm(total=runner.steps_per_seed * args.seeds, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
+        state, _ = runner.train(keys, train_params, args.segments, on_segment=bar.update)
+    results = runner.evaluate(state, train_params, params.test(), k_eval)
+    print(f"\n{env.name}, alpha={float(train_params.alpha):g}: {args.seeds} seeds x {runner.steps_per_seed:,} steps")
     print("per-seed rates: median  [10% .. 90% quantile]")
     print(f"  train success (greedy)          {_quantiles(results.train_success)}")
     for k, name in enumerate(env.outcome_names):
-        print(f"  test {name:<26} {_quantiles(results.test_outcomes[:, k])}")
-    print(f"  (test rates over distinguishing levels, median {int(np.median(results.test_distinguishing))}"
+        print(f"  test {name:<26} {_quantiles(results.test_rate(k))}")
+    print(f"  (test rates over distinguishing levels, median {int(np.median(results.test_episodes))}"
           f" of {args.eval_episodes} episodes per seed)")
     if results.diverged.any():
         print(f"  {int(results.diverged.sum())} seed(s) diverged (non-finite loss) and stopped learning")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from experiments import spec as sweep_spec
+    from experiments import sweep
+    from experiments.report import format_summary, load, plot, summarize
+
+    spec = sweep_spec.load(args.file)
+    out = sweep.run(spec, force=args.force)
+    table, swept, _ = load(out)
+    print(format_summary(summarize(table, swept), swept))
+    for path in plot(out):
+        if path.suffix == ".png":
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from experiments.report import format_summary, load, summarize
+
+    table, swept, _ = load(args.directory)
+    print(format_summary(summarize(table, swept), swept))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from experiments.report import plot
+
+    for path in plot(args.directory, args.out):
+        print(f"wrote {path}")
     return 0
 
 
@@ -135,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
                        help="env option or param override (repeatable)")
     train.set_defaults(run=cmd_train)
+
+    sweep = sub.add_parser("sweep", help="run or resume a seed sweep from a TOML file, then report and plot")
+    sweep.add_argument("file", help="sweep file (schema in the README)")
+    sweep.add_argument("--force", action="store_true", help="replace results of a different sweep in its directory")
+    sweep.set_defaults(run=cmd_sweep)
+
+    report = sub.add_parser("report", help="table of misgeneralization rates with confidence intervals")
+    report.add_argument("directory")
+    report.set_defaults(run=cmd_report)
+
+    plot = sub.add_parser("plot", help="figures (PNG and SVG) from a sweep directory")
+    plot.add_argument("directory")
+    plot.add_argument("--out", help="where to write the figures (default: the sweep directory)")
+    plot.set_defaults(run=cmd_plot)
     return parser
 
 

@@ -1,11 +1,11 @@
-"""Train many seeds of one environment in one compiled program, in segments, then evaluate.
+"""Train many seeds in one compiled program, in segments, then evaluate them.
 
-Used by ``gridsim train``; the sweep runner builds on the same pieces.
+``SeedRunner`` compiles once per environment and config; every sweep point
+and every ``gridsim train`` call reuses those programs (params are traced).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -14,72 +14,82 @@ import jax
 import numpy as np
 
 from agents import ppo
+from gridsim import OUTCOME_FAIL, OUTCOME_TRUE
 
 
 class SeedResults(NamedTuple):
     """Per seed (leading axis): what a summary or a results table needs."""
 
     train_success: np.ndarray  # greedy success rate on the training distribution
-    test_outcomes: np.ndarray  # [seeds, outcomes]: fraction of distinguishing test episodes per outcome
-    test_distinguishing: np.ndarray  # distinguishing test episodes evaluated per seed
+    test_counts: np.ndarray  # [seeds, outcomes]: distinguishing test episodes per outcome
     diverged: np.ndarray
+
+    @property
+    def test_episodes(self) -> np.ndarray:
+        return self.test_counts.sum(axis=1)
+
+    def test_rate(self, outcome: int) -> np.ndarray:
+        return self.test_counts[:, outcome] / np.maximum(self.test_episodes, 1)
+
+    @property
+    def misgeneralization_rate(self) -> np.ndarray:
+        """Fraction of distinguishing test episodes whose outcome is a proxy."""
+        proxies = self.test_counts[:, OUTCOME_TRUE + 1 :].sum(axis=1)
+        return proxies / np.maximum(self.test_episodes, 1)
+
+    @property
+    def capability_failure_rate(self) -> np.ndarray:
+        return self.test_rate(OUTCOME_FAIL)
 
 
 def segment_sizes(num_updates: int, segments: int) -> list[int]:
-    """Split updates into at most two distinct segment lengths (so at most two compilations)."""
+    """Split updates into segments of at most two distinct lengths (at most two compilations)."""
     size = math.ceil(num_updates / max(1, min(segments, num_updates)))
-    sizes = [size] * (num_updates // size)
-    return sizes + ([num_updates % size] if num_updates % size else [])
+    return [size] * (num_updates // size) + ([num_updates % size] if num_updates % size else [])
 
 
-def train_seeds(
-    env,
-    params,
-    config: ppo.Config,
-    seeds: int,
-    key: jax.Array,
-    segments: int = 20,
-    on_segment: Callable[[int], None] | None = None,
-):
-    """Train ``seeds`` agents on ``params``; returns the vmapped ``TrainState`` and per-update metrics."""
-    trainer = ppo.make_train(config, env)
-    state = jax.jit(jax.vmap(trainer.init, (0, None)))(jax.random.split(key, seeds), params)
-    segment = jax.jit(jax.vmap(trainer.segment, (0, None)), static_argnums=1)
-    history = []
-    for n in segment_sizes(config.num_updates, segments):
-        state, metrics = segment(state, n)
-        history.append(jax.device_get(metrics))
-        if on_segment is not None:
-            on_segment(n)
-    metrics = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *history)
-    return trainer, state, metrics
+class SeedRunner:
+    def __init__(self, env, config: ppo.Config, eval_episodes: int, eval_max_steps: int):
+        self.env = env
+        self.config = config
+        self.trainer = ppo.make_train(config, env)
+        self._init = jax.jit(jax.vmap(self.trainer.init, (0, None)))
+        self._segment = jax.jit(jax.vmap(self.trainer.segment, (0, None)), static_argnums=1)
 
+        def evaluate(network, params, key):
+            return ppo.evaluate(self.trainer, network, params, key, eval_episodes, eval_max_steps, greedy=True)
 
-def evaluate_seeds(trainer, state, train_params, test_params, key, episodes: int) -> SeedResults:
-    env = trainer.env
-    max_steps = int(np.max(np.asarray(test_params.max_steps_in_episode)))
+        self._evaluate = jax.jit(jax.vmap(evaluate, (0, None, None)))
 
-    @jax.jit
-    def run(networks, params, key):
-        evaluate = lambda network: ppo.evaluate(trainer, network, params, key, episodes, max_steps, greedy=True)
-        return jax.vmap(evaluate)(networks)
+    @property
+    def steps_per_seed(self) -> int:
+        return self.config.num_updates * self.config.batch_size
 
-    k_train, k_test = jax.random.split(key)
-    on_train = jax.device_get(run(state.network, train_params, k_train))
-    on_test = jax.device_get(run(state.network, test_params, k_test))
-    # every episode ends within max_steps_in_episode (truncation is an outcome: fail)
-    counted = on_test.distinguishing
-    n = np.maximum(counted.sum(axis=1), 1)
-    fractions = np.stack(
-        [((on_test.outcome == k) & counted).sum(axis=1) / n for k in range(len(env.outcome_names))], axis=1
-    )
-    return SeedResults(
-        train_success=(on_train.outcome == 1).mean(axis=1),
-        test_outcomes=fractions,
-        test_distinguishing=counted.sum(axis=1),
-        diverged=np.asarray(state.diverged),
-    )
+    def train(self, keys, params, segments: int = 20, on_segment: Callable[[int], None] | None = None):
+        """Train one agent per key on ``params``; returns the batched ``TrainState`` and
+        per-update metrics ``[seeds, num_updates]`` (as numpy)."""
+        state = self._init(keys, params)
+        history = []
+        for n in segment_sizes(self.config.num_updates, segments):
+            state, metrics = self._segment(state, n)
+            history.append(jax.device_get(metrics))
+            if on_segment is not None:
+                on_segment(n * self.config.batch_size * len(keys))
+        metrics = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *history)
+        return state, metrics
 
-
-def config_with(config: ppo.Config, **overrides) -> ppo.Config:
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    def evaluate(self, state, train_params, test_params, key) -> SeedResults:
+        """Greedy agents: success on the training distribution, and outcome counts on
+        the distinguishing levels of the test distribution (the same levels for every seed)."""
+        k_train, k_test = jax.random.split(key)
+        on_train = jax.device_get(self._evaluate(state.network, train_params, k_train))
+        on_test = jax.device_get(self._evaluate(state.network, test_params, k_test))
+        counts = np.stack(
+            [((on_test.outcome == k) & on_test.distinguishing).sum(axis=1) for k in range(len(self.env.outcome_names))],
+            axis=1,
+        )
+        return SeedResults(
+            train_success=(on_train.outcome == OUTCOME_TRUE).mean(axis=1),
+            test_counts=counts,
+            diverged=np.asarray(state.diverged),
+        )

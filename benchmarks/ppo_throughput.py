@@ -1,0 +1,337 @@
+"""PPO training throughput: gridsim's PPO against rejax's PPO on coin-at-end, many seeds at once.
+
+    python benchmarks/ppo_throughput.py                  # 1, 8, 64, 512 seeds (~10 min on 2 CPU cores)
+    python benchmarks/ppo_throughput.py --seeds 64       # one seed count
+    python benchmarks/ppo_throughput.py --quick          # smoke run, a minute or two
+
+Every (implementation, seeds) runs in its own subprocess, so peak RSS is per configuration
+and no compilation cache is shared. Writes
+``benchmarks/results/ppo_throughput-<platform>-<time>.{json,md}`` and prints the Markdown
+table. The method is described in ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmark this checkout's gridsim and agents, whatever is installed
+
+# env_throughput imports gridsim, which sets its XLA_FLAGS default, before any JAX computation;
+# the worker subprocesses inherit the environment, so rejax runs under the same flags.
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from env_throughput import device_info, fmt  # noqa: E402
+
+import gridsim  # noqa: E402
+
+ENV = "coin-at-end"
+# One set of PPO settings for both implementations (agents.ppo.Config's defaults).
+PPO = dict(num_envs=64, num_steps=32, update_epochs=4, num_minibatches=4, hidden=64)
+HYPER = dict(lr=5e-4, gamma=0.99, gae_lambda=0.95, clip_eps=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5)
+# rejax trains in blocks of eval_freq env steps; a multiple of two updates keeps its default
+# eval_freq (4096) from rounding the step count up, so both do exactly the same env steps.
+STEP_QUANTUM = 2 * PPO["num_envs"] * PPO["num_steps"]
+
+
+# ---- worker: one configuration, in its own process -------------------------------------------
+
+
+def gridsim_train(seeds: int, timesteps: int, epochs: int):
+    from agents import ppo
+
+    env, params = gridsim.make(ENV)
+    config = ppo.Config(
+        num_envs=PPO["num_envs"], num_steps=PPO["num_steps"], total_timesteps=timesteps, update_epochs=epochs,
+        num_minibatches=PPO["num_minibatches"], hidden=PPO["hidden"], encoder="mlp", **HYPER,
+    )
+    train = jax.jit(jax.vmap(ppo.make_train(config, env), (0, None)))
+    args = (jax.random.split(jax.random.key(0), seeds), params.train(alpha=0.0))
+    env_steps = lambda out: int(out.state.update.sum()) * config.batch_size
+    return train, args, env_steps, {}
+
+
+def rejax_train(seeds: int, timesteps: int, epochs: int, default_eval: bool):
+    import rejax
+
+    from gridsim.gymnax_adapter import GymnaxEnv
+
+    env, params = gridsim.make(ENV)
+    params = params.train(alpha=0.0)
+    genv = GymnaxEnv(env, params)
+    h = HYPER
+    eval_args = {} if default_eval else {"eval_freq": timesteps, "skip_initial_evaluation": True}
+    algo = rejax.PPO.create(
+        env=genv, env_params=params, total_timesteps=timesteps, num_envs=PPO["num_envs"],
+        num_steps=PPO["num_steps"], num_epochs=epochs, num_minibatches=PPO["num_minibatches"],
+        agent_kwargs={"activation": "tanh", "hidden_layer_sizes": (PPO["hidden"],) * 2},
+        learning_rate=h["lr"], gamma=h["gamma"], gae_lambda=h["gae_lambda"], clip_eps=h["clip_eps"],
+        ent_coef=h["ent_coef"], vf_coef=h["vf_coef"], max_grad_norm=h["max_grad_norm"], **eval_args,
+    )
+    if not default_eval:
+        # create() installs a 128-episode evaluation that train() runs every eval_freq steps
+        # and cannot switch off; a no-op callback removes it from the compiled program.
+        algo = algo.replace(eval_callback=lambda algo, ts, rng: ())
+    train = jax.jit(jax.vmap(algo.train))  # rejax's documented way to train many seeds
+    keys = jax.random.split(jax.random.key(0), seeds)
+    env_steps = lambda out: int(out[0].global_step.sum())
+    # What rejax's networks see: the env's observations as stored in its trajectories.
+    obs = jax.eval_shape(algo.init_state, keys[0]).last_obs
+    info = {"network_input": f"{tuple(obs.shape[1:])} {obs.dtype}, flattened; Dense promotes to float32",
+            "eval": "rejax default (128 episodes every 4096 steps)" if default_eval else "none"}
+    return train, (keys,), env_steps, info
+
+
+def env_only(seeds: int, timesteps: int, epochs: int):
+    """The env steps of gridsim's PPO rollout without the network: the same key splits and
+    vmapped ``env.step`` per step, uniformly random actions instead of sampled ones."""
+    env, params = gridsim.make(ENV)
+    params = params.train(alpha=0.0)
+    n, steps = PPO["num_envs"], PPO["num_steps"]
+
+    def one_seed(key):
+        obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(key, n), params)
+
+        def step(carry, _):
+            state, key, checksum = carry
+            key, k_act, k_env = jax.random.split(key, 3)
+            action = jax.random.randint(k_act, (n,), 0, env.num_actions)
+            obs, state, reward, done, _ = jax.vmap(env.step, (0, 0, 0, None))(
+                jax.random.split(k_env, n), state, action, params
+            )
+            # consuming obs and reward keeps XLA from dropping the observation code
+            return (state, key, checksum + jnp.sum(obs, dtype=jnp.int32) + jnp.sum(reward).astype(jnp.int32)), None
+
+        updates = timesteps // (n * steps)
+        rollout = lambda carry, _: jax.lax.scan(step, carry, None, length=steps)
+        (_, _, checksum), _ = jax.lax.scan(rollout, (state, key, jnp.int32(0)), None, length=updates)
+        return checksum
+
+    train = jax.jit(jax.vmap(one_seed))
+    return train, (jax.random.split(jax.random.key(0), seeds),), lambda out: seeds * timesteps, {}
+
+
+def worker(args) -> dict:
+    impl, seeds, timesteps = args.worker, args.seeds[0], args.timesteps
+    rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if impl == "gridsim":
+        train, inputs, env_steps, info = gridsim_train(seeds, timesteps, args.epochs)
+    elif impl in ("rejax", "rejax-eval"):
+        train, inputs, env_steps, info = rejax_train(seeds, timesteps, args.epochs, impl == "rejax-eval")
+    else:
+        train, inputs, env_steps, info = env_only(seeds, timesteps, args.epochs)
+
+    start = time.perf_counter()
+    compiled = train.lower(*inputs).compile()
+    compile_s = time.perf_counter() - start
+    seconds = []
+    for _ in range(1 + args.repeats):  # the first call is a warm-up
+        start = time.perf_counter()
+        out = jax.block_until_ready(compiled(*inputs))
+        seconds.append(time.perf_counter() - start)
+    steps = env_steps(out)
+    if steps != seeds * timesteps:
+        raise RuntimeError(f"{impl} did {steps} env steps, expected {seeds * timesteps}")
+    device = jax.devices()[0]
+    memory = device.memory_stats() or {}  # None on CPU; on GPU the device's own peak
+    return {
+        "impl": impl,
+        "seeds": seeds,
+        "timesteps_per_seed": timesteps,
+        "update_epochs": args.epochs,
+        "env_steps_per_call": steps,
+        "compile_s": compile_s,
+        "first_call_s": seconds[0],
+        "seconds": seconds[1:],
+        "median_s": statistics.median(seconds[1:]),
+        "steps_per_s": steps / statistics.median(seconds[1:]),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_import_mb": rss_after_import,
+        "device_peak_mb": memory.get("peak_bytes_in_use", 0) / 2**20 or None,
+        "xla_flags": os.environ.get("XLA_FLAGS"),
+        "modules": {name: sys.modules[name].__file__ for name in ("gridsim", "agents.ppo") if name in sys.modules},
+        **info,
+    }
+
+
+# ---- driver -----------------------------------------------------------------------------------
+
+
+def run_config(impl: str, seeds: int, timesteps: int, epochs: int, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", impl, "--seeds", str(seeds), "--timesteps", str(timesteps),
+           "--epochs", str(epochs), "--repeats", str(repeats)]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)  # stderr passes through
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{impl:11s} seeds={seeds:<5d} epochs={epochs} T={timesteps:<8d} {result['steps_per_s']:>12,.0f} "
+          f"env-steps/s  compile {result['compile_s']:.1f}s  peak RSS {result['peak_rss_mb']:,.0f} MB",
+          file=sys.stderr)
+    return result
+
+
+def timesteps_for(seeds: int, args) -> int:
+    """Per-seed steps: about ``target_steps`` env steps per timed call, in whole double updates."""
+    if args.timesteps:
+        return args.timesteps
+    return max(STEP_QUANTUM, args.target_steps // seeds // STEP_QUANTUM * STEP_QUANTUM)
+
+
+def wait_for_quiet(max_load: float, timeout_s: float) -> list:
+    """Sleep while the 1-minute load says something else is running; returns the loads seen."""
+    seen, deadline = [os.getloadavg()[0]], time.monotonic() + timeout_s
+    while seen[-1] > max_load and time.monotonic() < deadline:
+        print(f"load {seen[-1]:.2f} > {max_load}: waiting 60 s", file=sys.stderr)
+        time.sleep(60)
+        seen.append(os.getloadavg()[0])
+    return seen
+
+
+def git_state() -> dict | None:
+    try:
+        run = lambda *cmd: subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        return {"commit": run("rev-parse", "HEAD").strip(), "status": run("status", "--porcelain").splitlines()}
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def profile(results: dict) -> dict:
+    """Where gridsim's (and rejax's) training time goes, from runs that differ in one part:
+    time(4 epochs) - time(1 epoch) = 3 epochs of minibatch updates; the rest is the rollout
+    (env + network forward + sampling), advantages and init; env-only is the rollout's env steps."""
+    by = {(r["impl"], r["update_epochs"]): r["median_s"] for r in results["profile"]}
+    by.update({(r["impl"], r["update_epochs"]): r["median_s"] for r in results["runs"]
+               if r["seeds"] == results["profile"][0]["seeds"]})
+    epochs = PPO["update_epochs"]
+    out = {}
+    for impl in ("gridsim", "rejax"):
+        if (impl, 1) not in by or (impl, epochs) not in by:
+            continue
+        total, one = by[impl, epochs], by[impl, 1]
+        per_epoch = (total - one) / (epochs - 1)
+        out[impl] = {"total_s": total, "update_s": epochs * per_epoch, "rollout_and_rest_s": one - per_epoch}
+    if "gridsim" in out and ("env", 1) in by:
+        out["gridsim"]["env_steps_s"] = by["env", 1]
+    return out
+
+
+def markdown(results: dict) -> str:
+    runs = [r for r in results["runs"]]
+    rejax = {r["seeds"]: r["steps_per_s"] for r in runs if r["impl"] == "rejax"}
+    lines = ["| impl | seeds | steps/seed | env-steps/s (median) | compile s | peak RSS MB | gridsim ÷ rejax |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        ratio = fmt(r["steps_per_s"] / rejax[r["seeds"]]) if r["impl"] == "gridsim" and r["seeds"] in rejax else ""
+        lines.append(f"| {r['impl']} | {r['seeds']} | {r['timesteps_per_seed']:,} | {fmt(r['steps_per_s'])} | "
+                     f"{r['compile_s']:.1f} | {r['peak_rss_mb']:,.0f} | {ratio} |")
+    lines.append("")
+    for impl in ("gridsim", "rejax"):
+        sps = {r["seeds"]: r["steps_per_s"] for r in runs if r["impl"] == impl}
+        if 1 in sps and 64 in sps:
+            lines.append(f"- {impl}: 64 seeds vs 1 seed, total env-steps/s: {sps[64] / sps[1]:.1f}x")
+    largest = max(r["seeds"] for r in runs)
+    for r in runs:
+        if r["seeds"] == largest:
+            device = f", device peak {r['device_peak_mb']:,.0f} MB" if r["device_peak_mb"] else ""
+            lines.append(f"- peak RSS at {largest} seeds, {r['impl']}: {r['peak_rss_mb']:,.0f} MB "
+                         f"(after imports: {r['rss_after_import_mb']:,.0f} MB){device}")
+    for impl, p in results["breakdown"].items():
+        seeds = results["profile"][0]["seeds"]
+        parts = [f"minibatch updates {p['update_s'] / p['total_s']:.0%}",
+                 f"rollout, advantages and init {p['rollout_and_rest_s'] / p['total_s']:.0%}"]
+        if "env_steps_s" in p:
+            parts.append(f"of which env steps alone {p['env_steps_s'] / p['total_s']:.0%}")
+        lines.append(f"- {impl} at {seeds} seeds, share of a training call: " + ", ".join(parts))
+    for r in results["profile"]:
+        if r["impl"] == "rejax-eval":
+            plain = next(x for x in runs if x["impl"] == "rejax" and x["seeds"] == r["seeds"])
+            lines.append(f"- rejax with its default evaluation at {r['seeds']} seeds: {fmt(r['steps_per_s'])} "
+                         f"env-steps/s ({r['steps_per_s'] / plain['steps_per_s']:.2f}x of rejax without it)")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    ints = lambda s: [int(x) for x in s.split(",") if x]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=ints, default=[1, 8, 64, 512], help="comma-separated seed counts")
+    p.add_argument("--gpu-seeds", type=ints, default=[1024, 4096], help="added when the platform is gpu")
+    p.add_argument("--impls", default="gridsim,rejax", help="comma-separated: gridsim, rejax")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per configuration; the median is reported")
+    p.add_argument("--target-steps", type=int, default=2**20, help="env steps per timed call, over all seeds")
+    p.add_argument("--timesteps", type=int, default=0, help="fixed env steps per seed (default: from --target-steps)")
+    p.add_argument("--profile-seeds", type=int, default=64, help="seed count of the profile runs (0: none)")
+    p.add_argument("--max-load", type=float, default=0.8, help="wait (up to 10 min) for a lower 1-minute load")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 and 4 seeds, 8192 steps, 1 repeat")
+    p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--epochs", type=int, default=PPO["update_epochs"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.gpu_seeds, args.timesteps, args.repeats, args.profile_seeds = [1, 4], [], 8192, 1, 4
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    loads = wait_for_quiet(args.max_load, 600)
+    info = device_info()
+    info["loadavg_waited"] = loads
+    info["versions"] = {name: _version(name) for name in ("jaxlib", "flax", "optax", "gymnax", "rejax", "distrax")}
+    info["gridsim_git"] = git_state()
+    seeds = args.seeds + (args.gpu_seeds if info["platform"] == "gpu" else [])
+    impls = args.impls.split(",")
+    print(f"# {info['platform']} {info['device_kind']} ({info['cpu_model']}, {info['cpus_usable']} cores), "
+          f"jax {info['jax']}, XLA_FLAGS={info['xla_flags']!r}, load {info['loadavg_start']}", file=sys.stderr)
+
+    runs = [run_config(impl, n, timesteps_for(n, args), PPO["update_epochs"], args.repeats)
+            for n in seeds for impl in impls]
+    extra = []
+    if args.profile_seeds:
+        n = args.profile_seeds
+        t = timesteps_for(n, args)
+        extra = [run_config(impl, n, t, 1, args.repeats) for impl in ("env", *impls)]
+        if "rejax" in impls:
+            extra.append(run_config("rejax-eval", n, t, PPO["update_epochs"], args.repeats))
+
+    info["loadavg_end"] = os.getloadavg()
+    results = {
+        "device": info,
+        "env": ENV,
+        "ppo": {**PPO, **HYPER},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "argv": sys.argv,
+        "runs": runs,
+        "profile": extra,
+    }
+    results["breakdown"] = profile(results) if extra else {}
+    table = markdown(results)
+    print(table)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"ppo_throughput-{info['platform']}-{stamp}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    header = f"Device: {info['devices']} {info['cpu_model']} ({info['cpus_usable']} cores), jax {info['jax']}"
+    stem.with_suffix(".md").write_text(f"{header}\n\n{table}\n")
+    print(f"wrote {stem}.json and .md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

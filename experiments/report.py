@@ -1,0 +1,143 @@
+"""Tables and figures from a sweep directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.metrics import bootstrap_mean_interval, wilson_interval
+from experiments.sweep import CURVES, MANIFEST, MISGENERALIZES
+
+
+def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
+    """The results table, the swept column names, and the manifest."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.exists():
+        raise ValueError(f"{directory} is not a sweep directory (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    if not any(directory.glob("point-*.parquet")):
+        raise ValueError(f"{directory} has no finished sweep points yet")
+    table = pd.read_parquet(directory).sort_values(["point", "seed"]).reset_index(drop=True)
+    swept = list(manifest["points"][0]) if manifest["points"] else []
+    return table, swept, manifest
+
+
+def outcome_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith("test_") and c != "test_episodes"]
+
+
+def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
+    """One row per sweep point. Rates are over capable (converged) seeds only: an agent
+    that fails its own training distribution is a capability failure, not a misgeneralization."""
+    rows = []
+    for point, group in table.groupby("point", sort=True):
+        capable = group[group.converged]
+        mean = capable.misgeneralization_rate.mean() if len(capable) else np.nan
+        low, high = bootstrap_mean_interval(capable.misgeneralization_rate)
+        misgeneralizing = int((capable.misgeneralization_rate > MISGENERALIZES).sum())
+        frac_low, frac_high = wilson_interval(misgeneralizing, len(capable))
+        rows.append(
+            {
+                "point": point,
+                **{name: group[name].iloc[0] for name in swept},
+                "seeds": len(group),
+                "capable": len(capable),
+                "diverged": int(group.diverged.sum()),
+                "train_success": group.train_success.mean(),
+                "misgeneralization": mean,
+                "misgeneralization_ci": (low, high),
+                "seeds_misgeneralizing": misgeneralizing / max(len(capable), 1),
+                "seeds_misgeneralizing_ci": (float(frac_low), float(frac_high)),
+                "capability_failure": capable.capability_failure_rate.mean() if len(capable) else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
+    header = [*swept, "seeds", "capable", "train succ", "misgen. rate [95% CI]", "seeds misgen. [95% CI]", "cap. fail"]
+    lines = ["  ".join(f"{h:>12}" if i < len(swept) else h for i, h in enumerate(header))]
+    for _, r in summary.iterrows():
+        lo, hi = r.misgeneralization_ci
+        flo, fhi = r.seeds_misgeneralizing_ci
+        cells = [f"{r[name]:>12g}" for name in swept] + [
+            f"{r.seeds:>5d}",
+            f"{r.capable:>7d}",
+            f"{r.train_success:>10.1%}",
+            f"{r.misgeneralization:>6.1%} [{lo:5.1%}, {hi:5.1%}]",
+            f"{r.seeds_misgeneralizing:>6.1%} [{flo:5.1%}, {fhi:5.1%}]",
+            f"{r.capability_failure:>8.1%}",
+        ]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def plot(directory, out_dir=None) -> list[Path]:
+    """Rate vs the first swept param (CI band, per-seed points), stacked outcomes per point,
+    and training curves; PNG and SVG of each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    table, swept, manifest = load(directory)
+    summary = summarize(table, swept)
+    out_dir = Path(out_dir or directory)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x_name = swept[0] if swept else "point"
+    xs = summary[x_name].to_numpy(dtype=float)
+    written = []
+
+    def save(fig, stem):
+        for suffix in (".png", ".svg"):
+            path = out_dir / f"{stem}{suffix}"
+            fig.savefig(path, dpi=130, bbox_inches="tight")
+            written.append(path)
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    low = np.array([ci[0] for ci in summary.misgeneralization_ci])
+    high = np.array([ci[1] for ci in summary.misgeneralization_ci])
+    ax.fill_between(xs, low, high, alpha=0.25, color="crimson", label="95% bootstrap CI over seeds")
+    ax.plot(xs, summary.misgeneralization, "o-", color="crimson", label="mean over capable seeds")
+    capable = table[table.converged]
+    jitter = (np.random.default_rng(0).random(len(capable)) - 0.5) * 0.02 * (np.ptp(xs) or 1)
+    ax.scatter(capable[x_name].to_numpy(float) + jitter, capable.misgeneralization_rate, s=9, color="k",
+               alpha=0.4, label="one seed", zorder=3)
+    ax.set_xlabel(x_name)
+    ax.set_ylabel("misgeneralization rate\n(proxy outcomes, distinguishing test levels)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(f"{manifest['env']}: {int(summary.seeds.iloc[0])} seeds per point", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    save(fig, "misgeneralization")
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    columns = outcome_columns(table)
+    pooled = table[table.converged].groupby("point")[columns].sum()
+    fractions = pooled.div(pooled.sum(axis=1).clip(lower=1), axis=0)
+    bottom = np.zeros(len(fractions))
+    labels = [f"{v:g}" for v in xs]
+    for column in columns:
+        ax.bar(labels, fractions[column], bottom=bottom, label=column.removeprefix("test_"))
+        bottom += fractions[column].to_numpy()
+    ax.set_xlabel(x_name)
+    ax.set_ylabel("fraction of distinguishing test episodes")
+    ax.legend(fontsize=7)
+    save(fig, "outcomes")
+
+    curves = pd.read_parquet(directory / CURVES)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for point, group in curves.groupby("point"):
+        median = group.groupby("update").success_rate.median()
+        label = f"{x_name}={summary.set_index('point').loc[point, x_name]:g}" if swept else f"point {point}"
+        ax.plot(median.index, median.to_numpy(), label=label)
+    ax.set_xlabel("update")
+    ax.set_ylabel("training success (median over seeds)")
+    ax.legend(fontsize=7)
+    save(fig, "training")
+    return written

@@ -1,0 +1,157 @@
+"""Sweep files: TOML, validated before anything runs.
+
+```toml
+name = "coin_alpha"          # results go to runs/<name> unless `out` is given
+env = "coin-at-end"          # registered name, or "file.py:Attribute" / "module:attribute"
+seeds = 16                   # agents per sweep point
+seed = 0                     # base random seed
+out = "runs/coin_alpha"      # optional
+
+[env_options]                # static options and fixed param overrides, as gridsim.make takes them
+height = 5
+
+[sweep]                      # traced params to sweep; the grid is their cartesian product
+alpha = [0.0, 0.05, 0.2]
+
+[ppo]                        # any agents.ppo.Config field
+total_timesteps = 100000
+
+[eval]
+episodes = 256               # test episodes per agent
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import tomllib
+from pathlib import Path
+
+from agents import ppo
+
+TOP_LEVEL = {"name", "env", "seeds", "seed", "out", "env_options", "sweep", "ppo", "eval"}
+EVAL_KEYS = {"episodes"}
+
+
+class SpecError(ValueError):
+    """A sweep file that cannot run; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    env: str
+    seeds: int
+    seed: int
+    out: Path
+    env_options: dict
+    sweep: dict  # param name -> list of values
+    ppo: ppo.Config
+    eval_episodes: int
+    source: str  # the file's text, for the manifest
+
+    @property
+    def points(self) -> list[dict]:
+        """Every combination of the swept values, in file order."""
+        names = list(self.sweep)
+        return [dict(zip(names, values)) for values in itertools.product(*self.sweep.values())] or [{}]
+
+    @property
+    def digest(self) -> str:
+        """Identity of what the results depend on (not of where they are written)."""
+        content = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "source")}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _expect(path, key, value, kind, what):
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise SpecError(f"{path}: '{key}' must be {what}, got {value!r}")
+    return value
+
+
+def load(path) -> SweepSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"cannot read sweep file {path}: {err.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{path}: not valid TOML: {err}") from None
+
+    unknown = set(raw) - TOP_LEVEL
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_LEVEL)}")
+    for required in ("env", "seeds"):
+        if required not in raw:
+            raise SpecError(f"{path}: missing required key '{required}'")
+    env = _expect(path, "env", raw["env"], str, "an environment name")
+    seeds = _expect(path, "seeds", raw["seeds"], int, "an integer")
+    if seeds < 1:
+        raise SpecError(f"{path}: 'seeds' must be >= 1, got {seeds}")
+    seed = _expect(path, "seed", raw.get("seed", 0), int, "an integer")
+    name = _expect(path, "name", raw.get("name", path.stem), str, "a string")
+    out = Path(_expect(path, "out", raw.get("out", f"runs/{name}"), str, "a path"))
+    env_options = _expect(path, "env_options", raw.get("env_options", {}), dict, "a table")
+
+    sweep = _expect(path, "sweep", raw.get("sweep", {}), dict, "a table")
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{path}: 'sweep.{key}' must be a non-empty list of values, got {values!r}")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise SpecError(f"{path}: 'sweep.{key}' values must be numbers, got {v!r}")
+
+    ppo_fields = {f.name: f for f in dataclasses.fields(ppo.Config)}
+    ppo_raw = _expect(path, "ppo", raw.get("ppo", {}), dict, "a table")
+    for key, value in ppo_raw.items():
+        if key not in ppo_fields:
+            raise SpecError(f"{path}: unknown key 'ppo.{key}'; allowed: {sorted(ppo_fields)}")
+        default = ppo_fields[key].default
+        kind = float if isinstance(default, float) else type(default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        _expect(path, f"ppo.{key}", value, kind, f"of type {kind.__name__}")
+        ppo_raw[key] = value
+    try:
+        config = ppo.Config(**ppo_raw).validate()
+    except ValueError as err:
+        raise SpecError(f"{path}: {err}") from None
+
+    eval_raw = _expect(path, "eval", raw.get("eval", {}), dict, "a table")
+    unknown = set(eval_raw) - EVAL_KEYS
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {sorted('eval.' + k for k in unknown)}")
+    episodes = _expect(path, "eval.episodes", eval_raw.get("episodes", 256), int, "an integer")
+    if episodes < 1:
+        raise SpecError(f"{path}: 'eval.episodes' must be >= 1, got {episodes}")
+
+    spec = SweepSpec(name, env, seeds, seed, out, env_options, sweep, config, episodes, text)
+    check_against_env(spec, path)
+    return spec
+
+
+def check_against_env(spec: SweepSpec, path) -> None:
+    """The environment exists, takes the options, and accepts every sweep point."""
+    import gridsim
+
+    try:
+        env, params = gridsim.make(spec.env, **spec.env_options)
+    except ValueError as err:
+        raise SpecError(f"{path}: {err}") from None
+    fields = {f.name for f in dataclasses.fields(params)}
+    for key in spec.sweep:
+        if key not in fields:
+            raise SpecError(
+                f"{path}: 'sweep.{key}' is not a traced param of {spec.env}; sweepable: {sorted(fields)} "
+                "(static options such as grid size go in [env_options], one per sweep file)"
+            )
+    for point in spec.points:
+        try:
+            env.check_params(params.replace(**point))
+        except ValueError as err:
+            raise SpecError(f"{path}: sweep point {point}: {err}") from None
