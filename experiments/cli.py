@@ -82,7 +82,8 @@ def cmd_train(args) -> int:
     runner = SeedRunner(env, config, args.eval_episodes, int(params.max_steps_in_episode))
     k_train, k_eval = jax.random.split(jax.random.key(args.seed))
     keys = jax.random.split(k_train, args.seeds)
-    with tqdm(total=runner.steps_per_seed * args.seeds, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
+    total = runner.steps_per_seed * args.seeds
+    with tqdm(total=total, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
         state, _ = runner.train(keys, train_params, args.segments, on_segment=bar.update)
     results = runner.evaluate(state, train_params, params.test(), k_eval)
     print(f"\n{env.name}, alpha={float(train_params.alpha):g}: {args.seeds} seeds x {runner.steps_per_seed:,} steps")
