@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark this checkout's gridsim and agents, whatever is installed
 
-# env_throughput imports gridsim, which sets its XLA_FLAGS default, before any JAX computation;
-# the worker subprocesses inherit the environment, so rejax runs under the same flags.
+# gridsim sets its XLA_FLAGS default on import. Importing jax starts no backend, so the flags
+# apply as long as gridsim is imported before any computation; the workers inherit them from
+# this process's environment and import gridsim before rejax, so rejax runs under the same flags.
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from env_throughput import device_info, fmt  # noqa: E402
@@ -39,9 +40,10 @@ ENV = "coin-at-end"
 # One set of PPO settings for both implementations (agents.ppo.Config's defaults).
 PPO = dict(num_envs=64, num_steps=32, update_epochs=4, num_minibatches=4, hidden=64)
 HYPER = dict(lr=5e-4, gamma=0.99, gae_lambda=0.95, clip_eps=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5)
-# rejax trains in blocks of eval_freq env steps; a multiple of two updates keeps its default
-# eval_freq (4096) from rounding the step count up, so both do exactly the same env steps.
-STEP_QUANTUM = 2 * PPO["num_envs"] * PPO["num_steps"]
+UPDATE_STEPS = PPO["num_envs"] * PPO["num_steps"]  # env steps per PPO update, per seed
+# rejax trains in blocks of eval_freq env steps, rounding up; with its default eval_freq (4096)
+# only a multiple of two updates gives it exactly the env steps gridsim does.
+EVAL_FREQ = 4096
 
 
 # ---- worker: one configuration, in its own process -------------------------------------------
@@ -87,7 +89,7 @@ def rejax_train(seeds: int, timesteps: int, epochs: int, default_eval: bool):
     env_steps = lambda out: int(out[0].global_step.sum())
     # What rejax's networks see: the env's observations as stored in its trajectories.
     obs = jax.eval_shape(algo.init_state, keys[0]).last_obs
-    info = {"network_input": f"{tuple(obs.shape[1:])} {obs.dtype}, flattened; Dense promotes to float32",
+    info = {"network_input": f"{tuple(obs.shape[1:])} {obs.dtype}, flattened; its first Dense casts to float32",
             "eval": "rejax default (128 episodes every 4096 steps)" if default_eval else "none"}
     return train, (keys,), env_steps, info
 
@@ -158,6 +160,7 @@ def worker(args) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_import_mb": rss_after_import,
         "device_peak_mb": memory.get("peak_bytes_in_use", 0) / 2**20 or None,
+        "loadavg_end": os.getloadavg(),  # this run's own threads count too: ~1-2 on 2 cores
         "xla_flags": os.environ.get("XLA_FLAGS"),
         "modules": {name: sys.modules[name].__file__ for name in ("gridsim", "agents.ppo") if name in sys.modules},
         **info,
@@ -178,11 +181,10 @@ def run_config(impl: str, seeds: int, timesteps: int, epochs: int, repeats: int)
     return result
 
 
-def timesteps_for(seeds: int, args) -> int:
-    """Per-seed steps: about ``target_steps`` env steps per timed call, in whole double updates."""
-    if args.timesteps:
-        return args.timesteps
-    return max(STEP_QUANTUM, args.target_steps // seeds // STEP_QUANTUM * STEP_QUANTUM)
+def timesteps_for(seeds: int, args, quantum: int = UPDATE_STEPS) -> int:
+    """Per-seed steps: about ``target_steps`` env steps per timed call, a multiple of ``quantum``."""
+    steps = args.timesteps or args.target_steps // seeds
+    return max(quantum, steps // quantum * quantum)
 
 
 def wait_for_quiet(max_load: float, timeout_s: float) -> list:
@@ -211,27 +213,26 @@ def _version(name: str) -> str | None:
 
 
 def profile(results: dict) -> dict:
-    """Where gridsim's (and rejax's) training time goes, from runs that differ in one part:
-    time(4 epochs) - time(1 epoch) = 3 epochs of minibatch updates; the rest is the rollout
-    (env + network forward + sampling), advantages and init; env-only is the rollout's env steps."""
-    by = {(r["impl"], r["update_epochs"]): r["median_s"] for r in results["profile"]}
-    by.update({(r["impl"], r["update_epochs"]): r["median_s"] for r in results["runs"]
-               if r["seeds"] == results["profile"][0]["seeds"]})
+    """Where training time goes, from runs that differ in one part, as seconds per env step:
+    4 epochs - 1 epoch = 3 epochs of minibatch updates; the rest is the rollout (env, network
+    forward, sampling), advantages and init; "env" is the rollout's env steps alone."""
+    seeds = results["profile"][0]["seeds"]
+    cost = {(r["impl"], r["update_epochs"]): 1 / r["steps_per_s"]
+            for r in results["runs"] + results["profile"] if r["seeds"] == seeds}
     epochs = PPO["update_epochs"]
     out = {}
     for impl in ("gridsim", "rejax"):
-        if (impl, 1) not in by or (impl, epochs) not in by:
-            continue
-        total, one = by[impl, epochs], by[impl, 1]
-        per_epoch = (total - one) / (epochs - 1)
-        out[impl] = {"total_s": total, "update_s": epochs * per_epoch, "rollout_and_rest_s": one - per_epoch}
-    if "gridsim" in out and ("env", 1) in by:
-        out["gridsim"]["env_steps_s"] = by["env", 1]
+        if (impl, 1) in cost and (impl, epochs) in cost:
+            total, one = cost[impl, epochs], cost[impl, 1]
+            update = epochs * (total - one) / (epochs - 1) / total
+            out[impl] = {"seeds": seeds, "update": update, "rollout_and_rest": 1 - update}
+    if "gridsim" in out and ("env", 1) in cost:
+        out["gridsim"]["env_steps"] = cost["env", 1] / cost["gridsim", epochs]
     return out
 
 
 def markdown(results: dict) -> str:
-    runs = [r for r in results["runs"]]
+    runs = results["runs"]
     rejax = {r["seeds"]: r["steps_per_s"] for r in runs if r["impl"] == "rejax"}
     lines = ["| impl | seeds | steps/seed | env-steps/s (median) | compile s | peak RSS MB | gridsim ÷ rejax |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -251,12 +252,10 @@ def markdown(results: dict) -> str:
             lines.append(f"- peak RSS at {largest} seeds, {r['impl']}: {r['peak_rss_mb']:,.0f} MB "
                          f"(after imports: {r['rss_after_import_mb']:,.0f} MB){device}")
     for impl, p in results["breakdown"].items():
-        seeds = results["profile"][0]["seeds"]
-        parts = [f"minibatch updates {p['update_s'] / p['total_s']:.0%}",
-                 f"rollout, advantages and init {p['rollout_and_rest_s'] / p['total_s']:.0%}"]
-        if "env_steps_s" in p:
-            parts.append(f"of which env steps alone {p['env_steps_s'] / p['total_s']:.0%}")
-        lines.append(f"- {impl} at {seeds} seeds, share of a training call: " + ", ".join(parts))
+        parts = [f"minibatch updates {p['update']:.0%}", f"rollout, advantages and init {p['rollout_and_rest']:.0%}"]
+        if "env_steps" in p:
+            parts.append(f"of which env steps alone {p['env_steps']:.0%}")
+        lines.append(f"- {impl} at {p['seeds']} seeds, share of training time: " + ", ".join(parts))
     for r in results["profile"]:
         if r["impl"] == "rejax-eval":
             plain = next(x for x in runs if x["impl"] == "rejax" and x["seeds"] == r["seeds"])
@@ -272,7 +271,8 @@ def parse_args(argv=None):
     p.add_argument("--gpu-seeds", type=ints, default=[1024, 4096], help="added when the platform is gpu")
     p.add_argument("--impls", default="gridsim,rejax", help="comma-separated: gridsim, rejax")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per configuration; the median is reported")
-    p.add_argument("--target-steps", type=int, default=2**20, help="env steps per timed call, over all seeds")
+    # ~50k env-steps/s on 2 CPU cores: 2^18 keeps a call near 5 s up to 64 seeds (512: one update, 20 s)
+    p.add_argument("--target-steps", type=int, default=2**18, help="env steps per timed call, over all seeds")
     p.add_argument("--timesteps", type=int, default=0, help="fixed env steps per seed (default: from --target-steps)")
     p.add_argument("--profile-seeds", type=int, default=64, help="seed count of the profile runs (0: none)")
     p.add_argument("--max-load", type=float, default=0.8, help="wait (up to 10 min) for a lower 1-minute load")
@@ -306,8 +306,10 @@ def main(argv=None):
     extra = []
     if args.profile_seeds:
         n = args.profile_seeds
-        t = timesteps_for(n, args)
+        t = timesteps_for(n, args, EVAL_FREQ)  # rejax-eval needs whole eval blocks
         extra = [run_config(impl, n, t, 1, args.repeats) for impl in ("env", *impls)]
+        if n not in seeds:  # the 4-epoch runs to compare with
+            extra += [run_config(impl, n, t, PPO["update_epochs"], args.repeats) for impl in impls]
         if "rejax" in impls:
             extra.append(run_config("rejax-eval", n, t, PPO["update_epochs"], args.repeats))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.metrics import bootstrap_mean_interval, wilson_interval
-from experiments.sweep import CURVES, MANIFEST, MISGENERALIZES
+from experiments.sweep import CURVES, FIGURES, MANIFEST, MISGENERALIZES
 
 
 def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
@@ -78,7 +78,8 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
 
 def plot(directory, out_dir=None) -> list[Path]:
     """Rate vs the first swept param (CI band, per-seed points), stacked outcomes per point,
-    and training curves; PNG and SVG of each."""
+    and training curves; PNG and SVG of each, in ``out_dir`` (default ``<directory>/_figures``,
+    which Parquet readers skip)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,7 +88,7 @@ def plot(directory, out_dir=None) -> list[Path]:
     directory = Path(directory)
     table, swept, manifest = load(directory)
     summary = summarize(table, swept)
-    out_dir = Path(out_dir or directory)
+    out_dir = Path(out_dir or directory / FIGURES)
     out_dir.mkdir(parents=True, exist_ok=True)
     x_name = swept[0] if swept else "point"
     xs = summary[x_name].to_numpy(dtype=float)

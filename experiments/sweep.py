@@ -2,7 +2,7 @@
 
 A sweep directory holds one ``point-NNNN.parquet`` per sweep point (one row per
 seed), written atomically (temporary file, then rename), training curves in
-``_curves/`` and ``_manifest.json``; ``pandas.read_parquet(directory)`` loads
+``_curves/``, figures in ``_figures/`` and ``_manifest.json``; ``pandas.read_parquet(directory)`` loads
 the rows as one table (files starting with ``_`` or ``.`` are skipped). A rerun
 skips points already written, so a crash or Ctrl-C loses at most the point in
 progress.
@@ -11,6 +11,7 @@ progress.
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -30,6 +31,7 @@ from experiments.train import SeedRunner
 
 MANIFEST = "_manifest.json"
 CURVES = "_curves"
+FIGURES = "_figures"
 CONVERGED = 0.8  # greedy training success at or above which an agent counts as capable
 MISGENERALIZES = 0.5  # a capable agent whose misgeneralization rate exceeds this "misgeneralizes"
 
@@ -139,6 +141,13 @@ def curves_for_point(index: int, metrics) -> pa.Table:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _runner(env_name: str, env_options_json: str, config, eval_episodes: int, max_steps: int) -> SeedRunner:
+    """Compiled programs are reused by every later sweep of the same env and config in this process."""
+    env, _ = gridsim.make(env_name, **json.loads(env_options_json))
+    return SeedRunner(env, config, eval_episodes, max_steps)
+
+
 def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
     """Run (or resume) a sweep; returns its directory."""
     from tqdm import tqdm
@@ -148,7 +157,8 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
     points = spec.points
     todo = [i for i in range(len(points)) if not point_path(spec.out, i).exists()]
     max_steps = max(int(np.asarray(params.replace(**p).max_steps_in_episode)) for p in points)
-    runner = SeedRunner(env, spec.ppo, spec.eval_episodes, max_steps)
+    runner = _runner(spec.env, json.dumps(spec.env_options, sort_keys=True), spec.ppo, spec.eval_episodes, max_steps)
+    env = runner.env
     keys = _shard_over_devices(jax.random.split(jax.random.key(spec.seed), spec.seeds))
     eval_key = jax.random.fold_in(jax.random.key(spec.seed), 1)
 

@@ -1,0 +1,160 @@
+"""Sweeps end to end: spec validation, results, resume after SIGKILL, refusal, two devices, plug-ins."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from experiments import spec as sweep_spec
+from experiments import sweep
+from experiments.cli import main
+from experiments.report import load, plot, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+env = "{env}"
+seeds = 4
+out = "{out}"
+
+[env_options]
+height = 5
+width = 7
+
+[sweep]
+alpha = [0.0, 0.5, 1.0]
+
+[ppo]
+num_envs = 16
+num_steps = 16
+total_timesteps = 2048
+update_epochs = 2
+num_minibatches = 2
+
+[eval]
+episodes = 32
+"""
+
+
+def write_spec(tmp_path, name="tiny.toml", env="coin-at-end", out=None, text=TINY, **replace) -> Path:
+    body = text.format(env=env, out=out or tmp_path / "run")
+    for old, new in replace.items():
+        body = body.replace(old, new)
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def results(directory) -> pd.DataFrame:
+    return pd.read_parquet(directory).sort_values(["point", "seed"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny sweep, uninterrupted, in this process."""
+    tmp = tmp_path_factory.mktemp("finished")
+    return sweep.run(sweep_spec.load(write_spec(tmp)), progress=False)
+
+
+@pytest.mark.parametrize(
+    "replace, message",
+    [
+        ({'seeds = 4': 'seeds = "many"'}, "'seeds' must be an integer"),
+        ({'seeds = 4': 'seeds = 0'}, "'seeds' must be >= 1"),
+        ({'name = "tiny"': 'name = "tiny"\ncolour = 3'}, r"unknown key\(s\) \['colour'\]"),
+        ({"update_epochs = 2": "update_epoch = 2"}, "unknown key 'ppo.update_epoch'"),
+        ({"update_epochs = 2": 'update_epochs = "two"'}, "'ppo.update_epochs' must be of type int"),
+        ({"num_minibatches = 2": "num_minibatches = 3"}, "num_minibatches"),
+        ({"alpha = [0.0, 0.5, 1.0]": "alpha = 0.5"}, "'sweep.alpha' must be a non-empty list"),
+        ({"alpha = [0.0, 0.5, 1.0]": "alpha = [0.0, 1.5]"}, "alpha must lie in"),
+        ({"alpha = [0.0, 0.5, 1.0]": "height = [5, 7]"}, "'sweep.height' is not a traced param"),
+        ({"episodes = 32": "episodes = -1"}, "'eval.episodes' must be >= 1"),
+        ({'env = "coin-at-end"': 'env = "no-such-env"'}, "unknown environment 'no-such-env'"),
+        ({"height = 5": "height = 2"}, "grid too small"),
+        ({"[ppo]": "[ppo"}, "not valid TOML"),
+    ],
+)
+def test_malformed_sweep_files_are_rejected_naming_the_key(tmp_path, capsys, replace, message):
+    path = write_spec(tmp_path, **replace)
+    with pytest.raises(sweep_spec.SpecError, match=message):
+        sweep_spec.load(path)
+    assert main(["sweep", str(path)]) == 2
+    assert "gridsim: error:" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_tiny_sweep_gives_one_row_per_point_and_seed(finished):
+    table = results(finished)
+    assert len(table) == 3 * 4
+    assert list(table.alpha.unique()) == [0.0, 0.5, 1.0]
+    for column in ("train_success", "misgeneralization_rate", "capability_failure_rate", "test_proxy:end",
+                   "test_true", "test_fail", "test_episodes", "diverged", "converged"):
+        assert column in table.columns
+    counted = table[["test_fail", "test_true", "test_proxy:end"]].sum(axis=1)
+    assert (counted == table.test_episodes).all()
+    rate = table["test_proxy:end"] / table.test_episodes.clip(lower=1)
+    assert (abs(rate - table.misgeneralization_rate) < 1e-9).all()
+    table_, swept, manifest = load(finished)
+    assert swept == ["alpha"] and manifest["seeds"] == 4
+    summary = summarize(table_, swept)
+    assert len(summary) == 3 and (summary.seeds == 4).all()
+    written = {p.name for p in plot(finished)}
+    assert {"misgeneralization.png", "outcomes.png", "training.png", "misgeneralization.svg"} <= written
+
+
+def _sweep_command(spec_path, extra_env=None):
+    env = dict(os.environ, **(extra_env or {}))
+    return [sys.executable, "-m", "experiments.cli", "sweep", str(spec_path)], env
+
+
+def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, finished):
+    spec_path = write_spec(tmp_path)
+    command, env = _sweep_command(spec_path)
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = tmp_path / "run" / "point-0000.parquet"
+    deadline = time.time() + 240
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), process.stderr.read().decode()[-2000:] if process.poll() is not None else "timed out"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = {p.name for p in (tmp_path / "run").glob("point-*.parquet")}
+    assert len(done_before) < 3, "the sweep finished before it could be killed"
+    sweep.run(sweep_spec.load(spec_path), progress=False)
+    pd.testing.assert_frame_equal(results(tmp_path / "run"), results(finished))
+
+
+def test_a_different_sweep_into_the_same_directory_is_refused(tmp_path, finished, capsys):
+    other = write_spec(tmp_path, out=finished, **{"alpha = [0.0, 0.5, 1.0]": "alpha = [0.25]"})
+    before = results(finished)
+    assert main(["sweep", str(other)]) == 2
+    assert "holds results of a different sweep" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(results(finished), before)  # nothing lost
+
+
+def test_two_devices_give_the_same_results_as_one(tmp_path, finished):
+    spec_path = write_spec(tmp_path)
+    command, env = _sweep_command(spec_path, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = (tmp_path / "run" / "_manifest.json").read_text()
+    assert "TFRT_CPU_1" in manifest or "cpu:1" in manifest.lower() or "CpuDevice(id=1)" in manifest
+    pd.testing.assert_frame_equal(results(tmp_path / "run"), results(finished))
+
+
+def test_a_plugin_environment_from_a_sweep_file_runs_end_to_end(tmp_path):
+    path = write_spec(
+        tmp_path,
+        env=f"{REPO / 'examples' / 'plugins.py'}:CheeseOnDish",
+        **{"alpha = [0.0, 0.5, 1.0]": "dish_distance = [1, 2]", "seeds = 4": "seeds = 2"},
+    )
+    table = results(sweep.run(sweep_spec.load(path), progress=False))
+    assert len(table) == 4 and "test_proxy:dish" in table.columns
