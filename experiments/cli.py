@@ -84,8 +84,7 @@ def cmd_train(args) -> int:
     keys = jax.random.split(k_train, args.seeds)
     total = runner.steps_per_seed * args.seeds
     with tqdm(total=total, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
-        state, _ = runner.train(keys, train_params, args.segments, on_segment=bar.update)
-    results = runner.evaluate(state, train_params, params.test(), k_eval)
+        results, _ = runner.run(keys, train_params, params.test(), k_eval, args.segments, on_segment=bar.update)
     print(f"\n{env.name}, alpha={float(train_params.alpha):g}: {args.seeds} seeds x {runner.steps_per_seed:,} steps")
     print("per-seed rates: median  [10% .. 90% quantile]")
     print(f"  train success (greedy)          {_quantiles(results.train_success)}")

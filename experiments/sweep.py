@@ -100,15 +100,6 @@ def _write_manifest(out: Path, manifest: dict) -> None:
     _atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
 
 
-def _shard_over_devices(keys):
-    """Put the seed axis across all local devices (one device: unchanged)."""
-    devices = jax.local_devices()
-    if len(devices) == 1 or len(keys) % len(devices):
-        return keys
-    mesh = jax.sharding.Mesh(np.array(devices), ("seed",))
-    return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
-
-
 def rows_for_point(env, spec: SweepSpec, index: int, point: dict, results, metrics) -> pa.Table:
     n = spec.seeds
     columns = {"point": np.full(n, index), "seed": np.arange(n)}
@@ -159,7 +150,7 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
     max_steps = max(int(np.asarray(params.replace(**p).max_steps_in_episode)) for p in points)
     runner = _runner(spec.env, json.dumps(spec.env_options, sort_keys=True), spec.ppo, spec.eval_episodes, max_steps)
     env = runner.env
-    keys = _shard_over_devices(jax.random.split(jax.random.key(spec.seed), spec.seeds))
+    keys = jax.random.split(jax.random.key(spec.seed), spec.seeds)
     eval_key = jax.random.fold_in(jax.random.key(spec.seed), 1)
 
     total = len(todo) * spec.seeds * runner.steps_per_seed
@@ -168,8 +159,7 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
         for i in todo:
             started = time.perf_counter()
             train_params = params.replace(**points[i])
-            state, metrics = runner.train(keys, train_params, on_segment=bar.update)
-            results = runner.evaluate(state, train_params, train_params.test(), eval_key)
+            results, metrics = runner.run(keys, train_params, train_params.test(), eval_key, on_segment=bar.update)
             curves = curves_for_point(i, metrics)
             _atomic_write(spec.out / CURVES / f"point-{i:04d}.parquet", lambda tmp, t=curves: pq.write_table(t, tmp))
             table = rows_for_point(env, spec, i, points[i], results, metrics)
