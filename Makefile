@@ -31,6 +31,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/ppo_throughput.py
 
 # The committed pictures in the README.
 docs: $(VENV)/.installed
