@@ -189,7 +189,7 @@ def sample_free(u: jax.Array, layout: Layout, limits, exclude=()) -> jax.Array:
     for m, limit in enumerate(limits):
         limit = layout.n_free if limit is None else limit
         available = limit - sum((t < limit).astype(jnp.int32) for t in taken)
-        base = jnp.minimum((u[m] * available).astype(jnp.int32), available - 1)
+        base = rng.to_int(u[m], 0, available)
         pick = base
         for _ in taken:  # the base-th rank not taken: step past each taken rank at or below it
             pick = base + sum((t <= pick).astype(jnp.int32) for t in taken)

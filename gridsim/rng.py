@@ -47,10 +47,15 @@ def uniform(key: jax.Array, shape=()) -> jax.Array:
     return (bits(key, shape) >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
 
 
+def to_int(u: jax.Array, minval, maxval) -> jax.Array:
+    """Map uniforms on [0, 1) to ``int32`` uniform on [minval, maxval) (for numbers drawn in one batch)."""
+    span = maxval - minval
+    return minval + jnp.minimum((u * span).astype(jnp.int32), span - 1)
+
+
 def randint(key: jax.Array, shape, minval, maxval) -> jax.Array:
     """``int32`` uniform on [minval, maxval)."""
-    span = maxval - minval
-    return minval + jnp.minimum((uniform(key, shape) * span).astype(jnp.int32), span - 1)
+    return to_int(uniform(key, shape), minval, maxval)
 
 
 def split(key: jax.Array, num: int = 2) -> jax.Array:

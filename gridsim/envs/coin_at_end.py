@@ -42,7 +42,7 @@ class CoinAtEnd(GridEnv):
 
     def sample_level(self, key, layout, params, diverse):
         u = rng.uniform(key, (2,))
-        row = 1 + jnp.minimum((u[0] * (self.height - 2)).astype(jnp.int32), self.height - 3)
+        row = rng.to_int(u[0], 1, self.height - 1)
         agent = jnp.stack([row, 1])
         end_of_row = jnp.stack([row, self.width - 2])
         anywhere = sample_free(u[1:], layout, [None], exclude=[agent])[0]
