@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     env, params = gridsim.make(args.env, **_options(args.option))
-    train_params = params.train(alpha=args.alpha)
+    train_params = params.batch(alpha=[args.alpha])  # one sweep point
     overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)
     config = ppo.Config(**{k: v for k, v in overrides.items() if v is not None}).validate()
     runner = SeedRunner(env, config, args.eval_episodes, int(params.max_steps_in_episode))
@@ -84,8 +84,9 @@ def cmd_train(args) -> int:
     keys = jax.random.split(k_train, args.seeds)
     total = runner.steps_per_seed * args.seeds
     with tqdm(total=total, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
-        results, _ = runner.run(keys, train_params, params.test(), k_eval, args.segments, on_segment=bar.update)
-    print(f"\n{env.name}, alpha={float(train_params.alpha):g}: {args.seeds} seeds x {runner.steps_per_seed:,} steps")
+        out = runner.run(keys, train_params, train_params.test(), k_eval, args.segments, on_segment=bar.update)
+    results = jax.tree_util.tree_map(lambda x: x[0], out.results)
+    print(f"\n{env.name}, alpha={args.alpha:g}: {args.seeds} seeds x {runner.steps_per_seed:,} steps")
     print("per-seed rates: median  [10% .. 90% quantile]")
     print(f"  train success (greedy)          {_quantiles(results.train_success)}")
     for k, name in enumerate(env.outcome_names):
@@ -124,6 +125,14 @@ def cmd_plot(args) -> int:
     from experiments.report import plot
 
     for path in plot(args.directory, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from experiments.inspect import inspect
+
+    for path in inspect(args.directory, args.point, args.seed, args.episodes, args.out):
         print(f"wrote {path}")
     return 0
 
@@ -176,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("directory")
     plot.add_argument("--out", help="where to write the figures (default: the sweep directory)")
     plot.set_defaults(run=cmd_plot)
+
+    inspect = sub.add_parser("inspect", help="one agent of a sweep: visitation heatmap and GIF of test episodes")
+    inspect.add_argument("directory")
+    inspect.add_argument("--point", type=int, default=0, help="sweep point (row order of `gridsim report`)")
+    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--episodes", type=int, default=256, help="test episodes for the heatmap")
+    inspect.add_argument("--out", help="where to write the figures (default: <directory>/_figures)")
+    inspect.set_defaults(run=cmd_inspect)
     return parser
 
 

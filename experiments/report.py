@@ -58,28 +58,53 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _pct(x) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.1%}"
+
+
 def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
-    header = [*swept, "seeds", "capable", "train succ", "misgen. rate [95% CI]", "seeds misgen. [95% CI]", "cap. fail"]
-    lines = ["  ".join(f"{h:>12}" if i < len(swept) else h for i, h in enumerate(header))]
+    header = ["point", *swept, "seeds", "capable", "train succ", "misgen. rate [95% CI]", "seeds misgen. [95% CI]",
+              "cap. fail"]
+    lines = ["  ".join(f"{h:>12}" if 0 < i <= len(swept) else h for i, h in enumerate(header))]
     for _, r in summary.iterrows():
         lo, hi = r.misgeneralization_ci
         flo, fhi = r.seeds_misgeneralizing_ci
-        cells = [f"{r[name]:>12g}" for name in swept] + [
+        cells = [f"{r.point:>5d}"] + [f"{r[name]:>12g}" for name in swept] + [
             f"{r.seeds:>5d}",
             f"{r.capable:>7d}",
             f"{r.train_success:>10.1%}",
-            f"{r.misgeneralization:>6.1%} [{lo:5.1%}, {hi:5.1%}]",
-            f"{r.seeds_misgeneralizing:>6.1%} [{flo:5.1%}, {fhi:5.1%}]",
-            f"{r.capability_failure:>8.1%}",
+            f"{_pct(r.misgeneralization):>6} [{_pct(lo):>6}, {_pct(hi):>6}]",
+            f"{_pct(r.seeds_misgeneralizing):>6} [{_pct(flo):>6}, {_pct(fhi):>6}]",
+            f"{_pct(r.capability_failure):>8}",
         ]
         lines.append("  ".join(cells))
     return "\n".join(lines)
 
 
-def plot(directory, out_dir=None) -> list[Path]:
+def _log_like(values: np.ndarray) -> bool:
+    """Values spanning orders of magnitude (e.g. alpha = 0, 0.001, ..., 0.1) read better on a symlog axis."""
+    positive = values[values > 0]
+    return positive.size >= 2 and positive.max() / positive.min() >= 20
+
+
+def representative_seeds(table: pd.DataFrame) -> dict[int, int]:
+    """Per point, the capable seed whose misgeneralization rate is nearest the point's median (else seed 0)."""
+    chosen = {}
+    for point, group in table.groupby("point"):
+        capable = group[group.converged]
+        if len(capable):
+            distance = (capable.misgeneralization_rate - capable.misgeneralization_rate.median()).abs()
+            chosen[int(point)] = int(capable.seed.loc[distance.idxmin()])
+        else:
+            chosen[int(point)] = 0
+    return chosen
+
+
+def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     """Rate vs the first swept param (CI band, per-seed points), stacked outcomes per point,
-    and training curves; PNG and SVG of each, in ``out_dir`` (default ``<directory>/_figures``,
-    which Parquet readers skip)."""
+    training curves, the per-seed distribution, and (``visitation``) where a representative
+    agent of each point goes on test levels; PNG and SVG of each, in ``out_dir`` (default
+    ``<directory>/_figures``, which Parquet readers skip)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,6 +135,8 @@ def plot(directory, out_dir=None) -> list[Path]:
     jitter = (np.random.default_rng(0).random(len(capable)) - 0.5) * 0.02 * (np.ptp(xs) or 1)
     ax.scatter(capable[x_name].to_numpy(float) + jitter, capable.misgeneralization_rate, s=9, color="k",
                alpha=0.4, label="one seed", zorder=3)
+    if _log_like(xs):
+        ax.set_xscale("symlog", linthresh=float(xs[xs > 0].min()))
     ax.set_xlabel(x_name)
     ax.set_ylabel("misgeneralization rate\n(proxy outcomes, distinguishing test levels)")
     ax.set_ylim(-0.03, 1.03)
@@ -141,4 +168,28 @@ def plot(directory, out_dir=None) -> list[Path]:
     ax.set_ylabel("training success (median over seeds)")
     ax.legend(fontsize=7)
     save(fig, "training")
+
+    point_labels = {int(p): ", ".join(f"{n}={r[n]:g}" for n in swept) or f"point {p}"
+                    for p, r in summary.set_index("point").iterrows()}
+    fig, axes = plt.subplots(1, len(summary), figsize=(1.9 * len(summary) + 0.8, 2.6), sharey=True, squeeze=False)
+    bins = np.linspace(0, 1, 11)
+    for ax, (point, group) in zip(axes[0], table.groupby("point")):
+        capable = group[group.converged]
+        ax.hist(capable.misgeneralization_rate, bins=bins, color="crimson", alpha=0.8)
+        ax.set_title(f"{point_labels[int(point)]}\n{len(capable)} of {len(group)} capable", fontsize=7)
+        ax.set_xlabel("misgen. rate", fontsize=7)
+    axes[0, 0].set_ylabel("seeds")
+    save(fig, "seeds")
+
+    if visitation:
+        from experiments.inspect import agent_episodes, draw_heatmap, load_agent
+
+        chosen = representative_seeds(table)
+        fig, axes = plt.subplots(1, len(chosen), figsize=(2.2 * len(chosen), 2.4), squeeze=False)
+        for ax, (point, seed) in zip(axes[0], chosen.items()):
+            agent = load_agent(directory, point, seed)
+            draw_heatmap(ax, agent.env, agent_episodes(agent, 256), agent.label)
+        fig.suptitle("where a representative agent of each point goes on distinguishing test levels "
+                     "(share of steps per cell)", fontsize=8)
+        save(fig, "visitation")
     return written

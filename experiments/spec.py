@@ -18,6 +18,9 @@ total_timesteps = 100000
 
 [eval]
 episodes = 256               # test episodes per agent
+
+[run]                        # how, not what: never changes the digest
+points_per_chunk = 2         # sweep points per compiled call (default: as many as fit memory)
 ```
 """
 
@@ -32,8 +35,9 @@ from pathlib import Path
 
 from agents import ppo
 
-TOP_LEVEL = {"name", "env", "seeds", "seed", "out", "env_options", "sweep", "ppo", "eval"}
+TOP_LEVEL = {"name", "env", "seeds", "seed", "out", "env_options", "sweep", "ppo", "eval", "run"}
 EVAL_KEYS = {"episodes"}
+RUN_KEYS = {"points_per_chunk"}
 
 
 class SpecError(ValueError):
@@ -52,6 +56,7 @@ class SweepSpec:
     ppo: ppo.Config
     eval_episodes: int
     source: str  # the file's text, for the manifest
+    points_per_chunk: int | None = None  # None: as many as fit memory
 
     @property
     def points(self) -> list[dict]:
@@ -62,7 +67,7 @@ class SweepSpec:
     @property
     def digest(self) -> str:
         """Identity of what the results depend on (not of where they are written)."""
-        content = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "source")}
+        content = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "source", "points_per_chunk")}
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -78,6 +83,12 @@ def load(path) -> SweepSpec:
         text = path.read_text()
     except OSError as err:
         raise SpecError(f"cannot read sweep file {path}: {err.strerror}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path) -> SweepSpec:
+    """The spec in ``text``; ``path`` names it in error messages and its stem is the default name."""
+    path = Path(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -130,7 +141,15 @@ def load(path) -> SweepSpec:
     if episodes < 1:
         raise SpecError(f"{path}: 'eval.episodes' must be >= 1, got {episodes}")
 
-    spec = SweepSpec(name, env, seeds, seed, out, env_options, sweep, config, episodes, text)
+    run_raw = _expect(path, "run", raw.get("run", {}), dict, "a table")
+    unknown = set(run_raw) - RUN_KEYS
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {sorted('run.' + k for k in unknown)}")
+    per_chunk = run_raw.get("points_per_chunk")
+    if per_chunk is not None and _expect(path, "run.points_per_chunk", per_chunk, int, "an integer") < 1:
+        raise SpecError(f"{path}: 'run.points_per_chunk' must be >= 1, got {per_chunk}")
+
+    spec = SweepSpec(name, env, seeds, seed, out, env_options, sweep, config, episodes, text, per_chunk)
     check_against_env(spec, path)
     return spec
 

@@ -2,10 +2,10 @@
 
 A sweep directory holds one ``point-NNNN.parquet`` per sweep point (one row per
 seed), written atomically (temporary file, then rename), training curves in
-``_curves/``, figures in ``_figures/`` and ``_manifest.json``; ``pandas.read_parquet(directory)`` loads
-the rows as one table (files starting with ``_`` or ``.`` are skipped). A rerun
-skips points already written, so a crash or Ctrl-C loses at most the point in
-progress.
+``_curves/``, trained weights in ``_agents/``, figures in ``_figures/`` and
+``_manifest.json``; ``pandas.read_parquet(directory)`` loads the rows as one
+table (files starting with ``_`` or ``.`` are skipped). A rerun skips points
+already written, so a crash or Ctrl-C loses at most the chunk in progress.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import datetime
 import functools
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import flax.serialization
 import jax
 import numpy as np
 import pyarrow as pa
@@ -27,10 +29,11 @@ import pyarrow.parquet as pq
 
 import gridsim
 from experiments.spec import SpecError, SweepSpec
-from experiments.train import SeedRunner
+from experiments.train import SeedRunner, memory_budget
 
 MANIFEST = "_manifest.json"
 CURVES = "_curves"
+AGENTS = "_agents"
 FIGURES = "_figures"
 CONVERGED = 0.8  # greedy training success at or above which an agent counts as capable
 MISGENERALIZES = 0.5  # a capable agent whose misgeneralization rate exceeds this "misgeneralizes"
@@ -78,9 +81,11 @@ def prepare(spec: SweepSpec, force: bool = False) -> dict:
             )
         for old in out.glob("point-*.parquet"):
             old.unlink()
-        shutil.rmtree(out / CURVES, ignore_errors=True)
+        for derived in (CURVES, AGENTS, FIGURES):
+            shutil.rmtree(out / derived, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CURVES).mkdir(exist_ok=True)
+    for derived in (CURVES, AGENTS):
+        (out / derived).mkdir(exist_ok=True)
     manifest = {
         "digest": spec.digest,
         "env": spec.env,
@@ -90,7 +95,7 @@ def prepare(spec: SweepSpec, force: bool = False) -> dict:
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": _versions(),
         "devices": [str(d) for d in jax.devices()],
-        "timings": {},
+        "chunks": [],  # one entry per chunk run: its points, seconds and env-steps/s
     }
     _write_manifest(out, manifest)
     return manifest
@@ -139,8 +144,46 @@ def _runner(env_name: str, env_options_json: str, config, eval_episodes: int, ma
     return SeedRunner(env, config, eval_episodes, max_steps)
 
 
+CPU_CHUNK_ENVS = 4096  # on a few CPU cores more parallel envs add no throughput, only coarser resumption
+
+
+def points_per_chunk(runner: SeedRunner, params, seeds: int, todo: int) -> int:
+    """As many points as fit half the memory (and, on CPU, CPU_CHUNK_ENVS), balanced over the chunks."""
+    devices = jax.local_devices()
+    seeds_per_device = seeds // len(devices) if seeds % len(devices) == 0 else seeds
+    fit = memory_budget() // max(1, runner.bytes_per_agent(params) * seeds_per_device)
+    if devices[0].platform == "cpu":
+        fit = min(fit, CPU_CHUNK_ENVS // (seeds * runner.config.num_envs))
+    fit = max(1, min(todo, fit))
+    chunks = math.ceil(todo / fit)
+    return math.ceil(todo / chunks)
+
+
+def batch_params(params, points: list[dict]):
+    """``params`` with a leading axis, one entry per sweep point."""
+    fields = {name: [p[name] for p in points] for name in points[0]}
+    return params.batch(**(fields or {"alpha": [float(np.asarray(params.alpha))] * len(points)}))
+
+
+def save_agents(out: Path, index: int, networks) -> None:
+    data = flax.serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, networks))
+    _atomic_write(out / AGENTS / f"point-{index:04d}.msgpack", lambda tmp: Path(tmp).write_bytes(data))
+
+
+def load_agents(out: Path, index: int):
+    """Trained weights of one sweep point, leaves ``[seeds, ...]``."""
+    path = Path(out) / AGENTS / f"point-{index:04d}.msgpack"
+    if not path.exists():
+        raise ValueError(f"no saved agents for sweep point {index} in {out}")
+    return flax.serialization.msgpack_restore(path.read_bytes())
+
+
 def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) a sweep; returns its directory."""
+    """Run (or resume) a sweep; returns its directory.
+
+    Points run in chunks, each chunk one call of the compiled (points x seeds)
+    program; a chunk's points are written as soon as it ends.
+    """
     from tqdm import tqdm
 
     manifest = prepare(spec, force)
@@ -152,18 +195,33 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
     env = runner.env
     keys = jax.random.split(jax.random.key(spec.seed), spec.seeds)
     eval_key = jax.random.fold_in(jax.random.key(spec.seed), 1)
+    per_chunk = spec.points_per_chunk or points_per_chunk(runner, params, spec.seeds, max(1, len(todo)))
+    chunks = [todo[i : i + per_chunk] for i in range(0, len(todo), per_chunk)]
 
     total = len(todo) * spec.seeds * runner.steps_per_seed
     label = f"{spec.name}: {len(todo)} of {len(points)} points x {spec.seeds} seeds"
     with tqdm(total=total, unit="step", unit_scale=True, desc=label, disable=not progress) as bar:
-        for i in todo:
+        for chunk in chunks:
             started = time.perf_counter()
-            train_params = params.replace(**points[i])
-            results, metrics = runner.run(keys, train_params, train_params.test(), eval_key, on_segment=bar.update)
-            curves = curves_for_point(i, metrics)
-            _atomic_write(spec.out / CURVES / f"point-{i:04d}.parquet", lambda tmp, t=curves: pq.write_table(t, tmp))
-            table = rows_for_point(env, spec, i, points[i], results, metrics)
-            _atomic_write(point_path(spec.out, i), lambda tmp, t=table: pq.write_table(t, tmp))
-            manifest["timings"][str(i)] = round(time.perf_counter() - started, 3)
+            padded = chunk + [chunk[-1]] * (per_chunk - len(chunk))  # every chunk is one program shape
+            train_params = batch_params(params, [points[i] for i in padded])
+            real = len(chunk) / len(padded)  # padding points are not progress
+            out = runner.run(keys, train_params, train_params.test(), eval_key,
+                             on_segment=lambda steps, real=real: bar.update(steps * real))
+            for j, i in enumerate(chunk):
+                pick = lambda tree, j=j: jax.tree_util.tree_map(lambda x: x[j], tree)
+                results, metrics = pick(out.results), pick(out.metrics)
+                curves = curves_for_point(i, metrics)
+                _atomic_write(spec.out / CURVES / f"point-{i:04d}.parquet",
+                              lambda tmp, t=curves: pq.write_table(t, tmp))
+                save_agents(spec.out, i, pick(out.networks))
+                table = rows_for_point(env, spec, i, points[i], results, metrics)
+                # the point's table last: its presence marks the point done
+                _atomic_write(point_path(spec.out, i), lambda tmp, t=table: pq.write_table(t, tmp))
+            seconds = time.perf_counter() - started
+            manifest.setdefault("chunks", []).append({
+                "points": chunk, "padded_to": per_chunk, "seconds": round(seconds, 3),
+                "env_steps_per_s": round(len(padded) * spec.seeds * runner.steps_per_seed / seconds),
+            })
             _write_manifest(spec.out, manifest)
     return spec.out

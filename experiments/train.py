@@ -1,12 +1,14 @@
-"""Train many seeds in one compiled program, in segments, then evaluate them.
+"""Train many seeds at many sweep points in one compiled program, in segments, then evaluate them.
 
-``SeedRunner`` compiles once per environment and config; every sweep point
+``SeedRunner`` compiles once per environment and config; every sweep chunk
 and every ``gridsim train`` call reuses those programs (params are traced).
+Arrays carry two leading axes: sweep points, then seeds.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,28 +20,34 @@ from gridsim import OUTCOME_FAIL, OUTCOME_TRUE
 
 
 class SeedResults(NamedTuple):
-    """Per seed (leading axis): what a summary or a results table needs."""
+    """Per agent (leading axes ``[points, seeds]``): what a summary or a results table needs."""
 
     train_success: np.ndarray  # greedy success rate on the training distribution
-    test_counts: np.ndarray  # [seeds, outcomes]: distinguishing test episodes per outcome
+    test_counts: np.ndarray  # [..., outcomes]: distinguishing test episodes per outcome
     diverged: np.ndarray
 
     @property
     def test_episodes(self) -> np.ndarray:
-        return self.test_counts.sum(axis=1)
+        return self.test_counts.sum(axis=-1)
 
     def test_rate(self, outcome: int) -> np.ndarray:
-        return self.test_counts[:, outcome] / np.maximum(self.test_episodes, 1)
+        return self.test_counts[..., outcome] / np.maximum(self.test_episodes, 1)
 
     @property
     def misgeneralization_rate(self) -> np.ndarray:
         """Fraction of distinguishing test episodes whose outcome is a proxy."""
-        proxies = self.test_counts[:, OUTCOME_TRUE + 1 :].sum(axis=1)
+        proxies = self.test_counts[..., OUTCOME_TRUE + 1 :].sum(axis=-1)
         return proxies / np.maximum(self.test_episodes, 1)
 
     @property
     def capability_failure_rate(self) -> np.ndarray:
         return self.test_rate(OUTCOME_FAIL)
+
+
+class RunOutput(NamedTuple):
+    results: SeedResults
+    metrics: ppo.Metrics  # per update, each [points, seeds, num_updates]
+    networks: object  # trained weights, leaves [points, seeds, ...] (numpy)
 
 
 def segment_sizes(num_updates: int, segments: int) -> list[int]:
@@ -48,66 +56,95 @@ def segment_sizes(num_updates: int, segments: int) -> list[int]:
     return [size] * (num_updates // size) + ([num_updates % size] if num_updates % size else [])
 
 
+def _over_points_and_seeds(fn, seed_axes, point_axes):
+    return jax.vmap(jax.vmap(fn, seed_axes), point_axes)
+
+
 class SeedRunner:
     def __init__(self, env, config: ppo.Config, eval_episodes: int, eval_max_steps: int):
         self.env = env
         self.config = config
+        self.eval_episodes = eval_episodes
         self.trainer = ppo.make_train(config, env)
-        self._init = jax.jit(jax.vmap(self.trainer.init, (0, None)))
-        self._segment = jax.jit(jax.vmap(self.trainer.segment, (0, None)), static_argnums=1)
+        self._init = jax.jit(_over_points_and_seeds(self.trainer.init, (0, None), (None, 0)))
+        self._segment = jax.jit(_over_points_and_seeds(self.trainer.segment, (0, None), (0, None)),
+                                static_argnums=1)
 
         def evaluate(network, params, key):
             return ppo.evaluate(self.trainer, network, params, key, eval_episodes, eval_max_steps, greedy=True)
 
-        self._evaluate = jax.jit(jax.vmap(evaluate, (0, None, None)))
+        self._evaluate = jax.jit(_over_points_and_seeds(evaluate, (0, None, None), (0, 0, None)))
 
     @property
     def steps_per_seed(self) -> int:
         return self.config.num_updates * self.config.batch_size
 
+    def bytes_per_agent(self, params) -> int:
+        """A rough upper bound on one agent's device memory while training and evaluating."""
+        c = self.config
+        key = jax.random.key(0)
+        state = jax.eval_shape(self.trainer.init, key, params)
+        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state)
+                          if hasattr(x, "dtype") and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
+        obs_elems = int(np.prod(self.env.observation_space().shape))
+        # rollout transitions (obs as bool, then float in the network) and activations, a few copies
+        rollout = c.batch_size * (obs_elems * 5 + 4 * (8 + 6 * c.hidden))
+        per_env = state_bytes / c.num_envs
+        evaluation = self.eval_episodes * (per_env + obs_elems * 5 + 4 * 6 * c.hidden)
+        return int(2 * state_bytes + 3 * rollout + 2 * evaluation)
+
     def run(self, keys, train_params, test_params, eval_key, segments: int = 20,
-            on_segment: Callable[[int], None] | None = None):
-        """Train one agent per key on ``train_params``, then evaluate them all.
+            on_segment: Callable[[int], None] | None = None) -> RunOutput:
+        """Train one agent per (point, key) on ``train_params`` (leading point axis), then evaluate all.
 
         Seeds are split evenly over the local devices, each group running the same
         single-device program (dispatch is asynchronous, so devices work at once).
         Results equal a one-device run. Not SPMD sharding: with two host-platform
         CPU devices, a sharded program hung in about 1 run of 3 here.
-        Returns ``(SeedResults, per-update metrics [seeds, num_updates])``.
         """
         devices = jax.local_devices()
         if len(keys) % len(devices):
             devices = devices[:1]
         size = len(keys) // len(devices)
-        states = [
-            self._init(jax.device_put(keys[i * size : (i + 1) * size], d), jax.device_put(train_params, d))
-            for i, d in enumerate(devices)
-        ]
+        points = len(jax.tree_util.tree_leaves(train_params)[0])
+        placed = lambda tree, d: jax.device_put(tree, d)
+        states = [self._init(placed(keys[i * size : (i + 1) * size], d), placed(train_params, d))
+                  for i, d in enumerate(devices)]
         history = []
         for n in segment_sizes(self.config.num_updates, segments):
             stepped = [self._segment(state, n) for state in states]
             states = [state for state, _ in stepped]
-            history.append(_concat([jax.device_get(metrics) for _, metrics in stepped], axis=0))
+            history.append(_concat([jax.device_get(metrics) for _, metrics in stepped], axis=1))
             if on_segment is not None:
-                on_segment(n * self.config.batch_size * len(keys))
-        metrics = _concat(history, axis=1)
+                on_segment(n * self.config.batch_size * len(keys) * points)
+        metrics = _concat(history, axis=2)
         k_train, k_test = jax.random.split(eval_key)
         evaluate = lambda params, key: _concat(
-            [jax.device_get(self._evaluate(s.network, jax.device_put(params, d), jax.device_put(key, d)))
+            [jax.device_get(self._evaluate(s.network, placed(params, d), placed(key, d)))
              for s, d in zip(states, devices)],
-            axis=0,
-        )
-        on_train, on_test = evaluate(train_params, k_train), evaluate(test_params, k_test)
-        counts = np.stack(
-            [((on_test.outcome == k) & on_test.distinguishing).sum(axis=1) for k in range(len(self.env.outcome_names))],
             axis=1,
         )
+        on_train, on_test = evaluate(train_params, k_train), evaluate(test_params, k_test)
+        outcomes = np.arange(len(self.env.outcome_names))
+        counts = ((on_test.outcome[..., None] == outcomes) & on_test.distinguishing[..., None]).sum(axis=-2)
         results = SeedResults(
-            train_success=(on_train.outcome == OUTCOME_TRUE).mean(axis=1),
+            train_success=(on_train.outcome == OUTCOME_TRUE).mean(axis=-1),
             test_counts=counts,
-            diverged=np.concatenate([np.asarray(s.diverged) for s in states]),
+            diverged=np.concatenate([np.asarray(s.diverged) for s in states], axis=1),
         )
-        return results, metrics
+        networks = _concat([jax.device_get(s.network) for s in states], axis=1)
+        return RunOutput(results, metrics, networks)
+
+
+def memory_budget() -> int:
+    """Bytes a chunk may use: half the first device's memory (GPU), or half the free RAM (CPU)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"] * 0.5)
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
+    except (ValueError, OSError):
+        return 4 << 30
 
 
 def _concat(trees, axis):

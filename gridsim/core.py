@@ -86,8 +86,8 @@ class EnvParams:
         return _with(self, alpha=alpha)
 
     def test(self) -> EnvParams:
-        """Test distribution: every level from the diverse distribution."""
-        return _with(self, alpha=1.0)
+        """Test distribution: every level from the diverse distribution (a batch stays a batch)."""
+        return _with(self, alpha=jnp.ones_like(jnp.asarray(self.alpha, jnp.float32)))
 
     def batch(self, **fields) -> EnvParams:
         """Stack this params into a batch along a new leading axis, one entry per value

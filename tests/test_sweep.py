@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -9,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from experiments import spec as sweep_spec
 from experiments import sweep
 from experiments.cli import main
+from experiments.inspect import agent_episodes, load_agent, visitation
 from experiments.report import load, plot, summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +83,8 @@ def finished(tmp_path_factory):
         ({'env = "coin-at-end"': 'env = "no-such-env"'}, "unknown environment 'no-such-env'"),
         ({"height = 5": "height = 2"}, "grid too small"),
         ({"[ppo]": "[ppo"}, "not valid TOML"),
+        ({"[eval]": "[run]\npoints_per_chunk = 0\n[eval]"}, "'run.points_per_chunk' must be >= 1"),
+        ({"[eval]": "[run]\nchunk = 2\n[eval]"}, r"unknown key\(s\) \['run.chunk'\]"),
     ],
 )
 def test_malformed_sweep_files_are_rejected_naming_the_key(tmp_path, capsys, replace, message):
@@ -107,7 +112,34 @@ def test_tiny_sweep_gives_one_row_per_point_and_seed(finished):
     summary = summarize(table_, swept)
     assert len(summary) == 3 and (summary.seeds == 4).all()
     written = {p.name for p in plot(finished)}
-    assert {"misgeneralization.png", "outcomes.png", "training.png", "misgeneralization.svg"} <= written
+    assert {"misgeneralization.png", "outcomes.png", "training.png", "seeds.png", "visitation.png",
+            "misgeneralization.svg"} <= written
+    manifest_chunks = manifest["chunks"]
+    assert [c["points"] for c in manifest_chunks] == [[0, 1, 2]]  # small enough for one compiled call
+
+
+def test_inspect_traces_episodes_that_move_one_cell_at_a_time(finished, tmp_path, capsys):
+    agent = load_agent(finished, point=0, seed=1)
+    played = agent_episodes(agent, episodes=32)
+    agent_pos = np.asarray(played.levels.agent)  # [T + 1, episodes, 2]
+    walls = np.asarray(played.levels.walls)
+    for e in range(32):
+        steps = np.flatnonzero(played.active[:, e])
+        assert steps[0] == 0 and (np.diff(steps) == 1).all()  # the first episode is one unbroken run
+        path = agent_pos[steps, e]
+        assert (np.abs(np.diff(path, axis=0)).sum(axis=1) <= 1).all()
+        assert not walls[steps, e, path[:, 0], path[:, 1]].any()
+        outcome = agent.env.outcome_names[played.outcome[e]]
+        if outcome == "proxy:end":
+            assert path[-1, 1] == agent.env.width - 2  # it ended on the end column
+    heat = visitation(agent.env, played)
+    assert heat.shape == (agent.env.height, agent.env.width) and np.isclose(heat.sum(), 1.0)
+
+    assert main(["inspect", str(finished), "--point", "2", "--seed", "3", "--episodes", "16",
+                 "--out", str(tmp_path)]) == 0
+    assert {"agent-p0002-s0003-visits.png", "agent-p0002-s0003.gif"} <= {p.name for p in tmp_path.iterdir()}
+    assert main(["inspect", str(finished), "--point", "3"]) == 2
+    assert "--point must lie in [0, 2]" in capsys.readouterr().err
 
 
 def _sweep_command(spec_path, extra_env=None):
@@ -116,7 +148,9 @@ def _sweep_command(spec_path, extra_env=None):
 
 
 def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, finished):
-    spec_path = write_spec(tmp_path)
+    """Killed after its first chunk of one point; the rerun does the rest in one chunk of two. The table
+    equals the uninterrupted run's, which did all three points in one chunk: chunking changes nothing."""
+    spec_path = write_spec(tmp_path, **{"[eval]": "[run]\npoints_per_chunk = 1\n\n[eval]"})
     command, env = _sweep_command(spec_path)
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = tmp_path / "run" / "point-0000.parquet"
@@ -128,7 +162,9 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, finished):
     process.wait()
     done_before = {p.name for p in (tmp_path / "run").glob("point-*.parquet")}
     assert len(done_before) < 3, "the sweep finished before it could be killed"
-    sweep.run(sweep_spec.load(spec_path), progress=False)
+    resumed = sweep_spec.load(spec_path)
+    assert resumed.digest == sweep_spec.load(write_spec(tmp_path, name="plain.toml")).digest
+    sweep.run(dataclasses.replace(resumed, points_per_chunk=None), progress=False)
     pd.testing.assert_frame_equal(results(tmp_path / "run"), results(finished))
 
 

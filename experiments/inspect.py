@@ -1,0 +1,183 @@
+"""One trained agent up close: where it goes on test levels (a visitation heatmap) and a GIF of its episodes.
+
+Agents come from a sweep directory (``_agents/point-NNNN.msgpack``); the
+environment and PPO config are rebuilt from the spec stored in its manifest.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import spec as sweep_spec
+from experiments.sweep import FIGURES, MANIFEST, _runner, batch_params, load_agents
+
+
+class Episodes(NamedTuple):
+    """Greedy test episodes of one agent, one per parallel environment (its first episode only)."""
+
+    levels: object  # Level with leaves [T + 1, episodes, ...]: the level as drawn at each step
+    active: np.ndarray  # [T + 1, episodes]: the step belongs to the first episode
+    outcome: np.ndarray  # [episodes]
+    distinguishing: np.ndarray  # [episodes]
+
+
+def play(trainer, network, params, key, episodes: int, max_steps: int) -> Episodes:
+    """Run ``episodes`` greedy episodes and keep every step's level (for pictures, not for training)."""
+    levels, active, outcome, distinguishing = jax.device_get(_compiled_play(trainer, episodes, max_steps)(
+        network, params, key))
+    return Episodes(levels, np.asarray(active), np.asarray(outcome), np.asarray(distinguishing))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_play(trainer, episodes: int, max_steps: int):
+    env = trainer.env
+
+    def run(network, params, key):
+        k_reset, k_run = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), params)
+        hidden, reset = trainer.initial_hidden(episodes), jnp.ones(episodes, bool)
+        outcome = jnp.zeros(episodes, jnp.int32)
+        finished = jnp.zeros(episodes, bool)
+
+        def one_step(carry, key):
+            obs, state, hidden, reset, outcome, finished = carry
+            k_act, k_env = jax.random.split(key)
+            hidden, action = trainer.act(network, hidden, obs, reset, k_act, greedy=True)
+            obs, new_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
+                jax.random.split(k_env, episodes), state, action, params
+            )
+            # at an episode's last step the returned state is the next episode: draw the old level, agent moved
+            ended_level = state.level.replace(agent=info["agent_pos"])
+            drawn = jax.tree_util.tree_map(lambda e, n: jnp.where(_expand(done, e), e, n), ended_level, new_state.level)
+            outcome = jnp.where(done & ~finished, info["outcome"], outcome)
+            return (obs, new_state, hidden, done, outcome, finished | done), (drawn, ~finished)
+
+        carry = (obs, state, hidden, reset, outcome, finished)
+        carry, (levels, active) = jax.lax.scan(one_step, carry, jax.random.split(k_run, max_steps))
+        first = jax.tree_util.tree_map(lambda x: x[None], state.level)
+        levels = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, levels)
+        active = jnp.concatenate([jnp.ones((1, episodes), bool), active])
+        return levels, active, carry[4], state.level.distinguishing
+
+    return jax.jit(run)
+
+
+def _expand(mask, like):
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+def visitation(env, episodes: Episodes, distinguishing_only: bool = True) -> np.ndarray:
+    """``[H, W]`` fraction of steps spent in each cell, over the (distinguishing) episodes."""
+    keep = episodes.active & (episodes.distinguishing if distinguishing_only else True)
+    rows, cols = episodes.levels.agent[..., 0][keep], episodes.levels.agent[..., 1][keep]
+    counts = np.zeros((env.height, env.width))
+    np.add.at(counts, (rows, cols), 1)
+    return counts / max(counts.sum(), 1)
+
+
+class Agent(NamedTuple):
+    env: object
+    trainer: object
+    network: object
+    train_params: object
+    test_params: object
+    label: str
+
+
+def load_agent(directory, point: int, seed: int) -> Agent:
+    """Agent ``seed`` of sweep point ``point`` of the sweep in ``directory``."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.exists():
+        raise ValueError(f"{directory} is not a sweep directory (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    spec = sweep_spec.parse(manifest["spec"], manifest_path)
+    points = spec.points
+    if not 0 <= point < len(points):
+        raise ValueError(f"--point must lie in [0, {len(points) - 1}], got {point}")
+    if not 0 <= seed < spec.seeds:
+        raise ValueError(f"--seed must lie in [0, {spec.seeds - 1}], got {seed}")
+    import gridsim
+
+    env, params = gridsim.make(spec.env, **spec.env_options)
+    max_steps = max(int(np.asarray(params.replace(**p).max_steps_in_episode)) for p in points)
+    runner = _runner(spec.env, json.dumps(spec.env_options, sort_keys=True), spec.ppo, spec.eval_episodes, max_steps)
+    network = jax.tree_util.tree_map(lambda x: x[seed], load_agents(directory, point))
+    train_params = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [points[point]]))
+    point_label = ", ".join(f"{k}={v:g}" for k, v in points[point].items()) or "point 0"
+    return Agent(runner.env, runner.trainer, network, train_params, train_params.test(),
+                 f"{point_label}, seed {seed}")
+
+
+def agent_episodes(agent: Agent, episodes: int, seed: int = 0) -> Episodes:
+    max_steps = int(np.asarray(agent.test_params.max_steps_in_episode))
+    return play(agent.trainer, agent.network, agent.test_params, jax.random.key(seed), episodes, max_steps)
+
+
+def draw_heatmap(ax, env, episodes: Episodes, title: str) -> None:
+    heat = visitation(env, episodes)
+    walls = np.asarray(episodes.levels.walls[0]).all(axis=0)  # walls of every level: mazes leave the border
+    image = ax.imshow(np.ma.masked_where(walls, heat), cmap="YlOrRd", vmin=0, vmax=max(heat.max(), 1e-9))
+    ax.imshow(np.where(walls[..., None], np.array([[[0.25, 0.25, 0.3, 1.0]]]), 0.0))
+    counts = np.bincount(episodes.outcome[episodes.distinguishing], minlength=len(env.outcome_names))
+    shares = ", ".join(f"{n} {c / max(counts.sum(), 1):.0%}" for n, c in zip(env.outcome_names, counts) if c)
+    ax.set_title(f"{title}\n{shares}", fontsize=7)
+    ax.set_xticks([]), ax.set_yticks([])
+    return image
+
+
+def heatmap_figure(agent: Agent, episodes: Episodes, path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4 * agent.env.height / agent.env.width + 0.6))
+    image = draw_heatmap(ax, agent.env, episodes, f"{agent.env.name}: {agent.label}")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of steps (distinguishing test levels)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def episodes_gif(agent: Agent, episodes: Episodes, path, count: int = 4, cell: int = 24, fps: int = 5) -> Path:
+    """GIF of the first ``count`` distinguishing episodes side by side, each frozen once it ends."""
+    from PIL import Image
+
+    from gridsim.render import rgb
+
+    chosen = np.flatnonzero(episodes.distinguishing)[:count]
+    if chosen.size == 0:
+        chosen = np.arange(min(count, len(episodes.distinguishing)))
+    lengths = episodes.active[:, chosen].sum(axis=0)
+    frames = []
+    for t in range(int(lengths.max())):
+        tiles = []
+        for e, length in zip(chosen, lengths):
+            last = min(t, length - 1)  # an ended episode stays on its last frame
+            level = jax.tree_util.tree_map(lambda x, last=last, e=e: x[last, e], episodes.levels)
+            tile = rgb(agent.env, level, cell)
+            tiles.append(np.pad(tile, ((0, 0), (0, cell // 3), (0, 0)), constant_values=255))
+        frames.append(Image.fromarray(np.concatenate(tiles, axis=1)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def inspect(directory, point: int, seed: int, episodes: int = 256, out_dir=None) -> list[Path]:
+    agent = load_agent(directory, point, seed)
+    played = agent_episodes(agent, episodes)
+    out_dir = Path(out_dir or Path(directory) / FIGURES)
+    stem = f"agent-p{point:04d}-s{seed:04d}"
+    return [heatmap_figure(agent, played, out_dir / f"{stem}-visits.png"),
+            episodes_gif(agent, played, out_dir / f"{stem}.gif")]
