@@ -128,6 +128,22 @@ class Transition(NamedTuple):
     truncated: jax.Array
 
 
+def _permutation(key, n: int):
+    """A random permutation of ``arange(n)`` made as ``jax.random.permutation`` makes it, by two
+    rounds of sorting on random keys, but each element rides in the low bits of its own key, so
+    a round sorts one uint32 array: XLA:CPU does that ~4x faster than sorting key-value pairs,
+    and the shuffle was ~9% of training time. Not the same permutation as jax's for a key. Keys
+    whose random bits tie keep their order in that round (~1 pair per round at n = 2048)."""
+    bits = max(1, (n - 1).bit_length())
+    if bits > 12:  # fewer than 20 random bits would leave many ties: use jax's key-value sort
+        return jax.random.permutation(key, n)
+    low = jnp.uint32((1 << bits) - 1)
+    x = jnp.arange(n, dtype=jnp.uint32)
+    for k in jax.random.split(key, 2):
+        x = jnp.sort((jax.random.bits(k, (n,), jnp.uint32) & ~low) | x) & low
+    return x.astype(jnp.int32)
+
+
 def _log_prob(logits, action):
     return jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
 
@@ -277,7 +293,7 @@ class Trainer:
                 batches = jax.tree_util.tree_map(split, (transitions, advantages, targets))
                 starts = state.hidden[order].reshape((c.num_minibatches, -1, self.hidden_size))
             else:  # minibatches of shuffled single steps
-                order = jax.random.permutation(k_perm, c.batch_size)
+                order = _permutation(k_perm, c.batch_size)
                 batches = jax.tree_util.tree_map(
                     lambda x: x.reshape((c.batch_size,) + x.shape[2:])[order].reshape(
                         (c.num_minibatches, -1) + x.shape[2:]
