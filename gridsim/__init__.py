@@ -14,12 +14,13 @@ from gridsim.core import (
     outcome_of,
     params_dataclass,
 )
-from gridsim.envs import CheeseInCorner, CoinAtEnd, KeysAndChests
+from gridsim.envs import CheeseInCorner, CoinAtEnd, KeysAndChests, OpenRoom
 from gridsim.registry import load, make, register, registered
 
 register(CoinAtEnd.name, CoinAtEnd)
 register(CheeseInCorner.name, CheeseInCorner)
 register(KeysAndChests.name, KeysAndChests)
+register(OpenRoom.name, OpenRoom)
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "CheeseInCorner",
     "CoinAtEnd",
     "KeysAndChests",
+    "OpenRoom",
     "Discrete",
     "EnvParams",
     "EnvState",

@@ -15,6 +15,7 @@ SMALL = {
     "coin-at-end": dict(height=5, width=7),
     "cheese-in-corner": dict(height=7, width=7, layout_pool=4),
     "keys-and-chests": dict(height=6, width=6, max_keys=3, max_chests=3, layout_pool=4),
+    "open-room": dict(height=5, width=5),
 }
 ENV_NAMES = tuple(SMALL)
 

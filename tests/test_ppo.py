@@ -49,6 +49,19 @@ def test_ppo_solves_coin_at_end_training_distribution():
     assert np.asarray(result.finished).all()
 
 
+def test_ppo_solves_the_open_room_sanity_env():
+    env, params = gridsim.make("open-room", height=5, width=5)
+    config = dataclasses.replace(SOLVE, total_timesteps=32 * 16 * 40)
+    trainer = ppo.make_train(config, env)
+    evaluate = jax.jit(functools.partial(ppo.evaluate, trainer, episodes=256,
+                                         max_steps=int(params.max_steps_in_episode), greedy=True))
+    success = lambda network: np.mean(np.asarray(evaluate(network, params, jax.random.key(1)).outcome)
+                                      == gridsim.OUTCOME_TRUE)
+    untrained = success(jax.jit(trainer.init)(jax.random.key(0), params).network)
+    trained = success(jax.jit(trainer)(jax.random.key(0), params).state.network)
+    assert untrained < 0.5 and trained >= 0.9, (untrained, trained)  # about 0.1 and 1.0 here
+
+
 def test_vmapped_seeds_equal_seeds_trained_alone_and_differ():
     _, params = coin()
     keys = jax.random.split(jax.random.key(3), 2)
