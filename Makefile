@@ -16,12 +16,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-# For now the main job renders train vs test levels of every environment.
+# The main job: the coin-at-end alpha sweep (about 5 minutes on 2 CPU cores; resumes if interrupted),
+# its figures in runs/demo/, and a GIF and visitation map of one alpha = 0 agent.
 demo: $(VENV)/.installed
-	$(BIN)/gridsim envs
-	for env in coin-at-end cheese-in-corner keys-and-chests; do \
-		$(BIN)/gridsim show $$env --alpha 0 --out runs/demo/$$env.png || exit 1; \
-	done
+	$(BIN)/gridsim sweep examples/coin_alpha.toml --figures runs/demo
+	$(BIN)/gridsim inspect runs/coin_alpha --point 0 --seed 0 --out runs/demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -32,9 +31,12 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/ppo_throughput.py
+	$(PY) benchmarks/sweep_throughput.py
 
-# The committed pictures in the README.
-docs: $(VENV)/.installed
+# The committed pictures in the README (the demo's figures come from `make demo`).
+docs: demo
+	cp runs/demo/misgeneralization.png docs/coin_alpha.png
+	cp runs/demo/visitation.png docs/coin_alpha_visitation.png
 	for env in coin-at-end cheese-in-corner keys-and-chests; do \
 		$(BIN)/gridsim show $$env --alpha 0 --out docs/$$env.png || exit 1; \
 	done

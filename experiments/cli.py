@@ -107,7 +107,7 @@ def cmd_sweep(args) -> int:
     out = sweep.run(spec, force=args.force)
     table, swept, _ = load(out)
     print(format_summary(summarize(table, swept), swept))
-    for path in plot(out):
+    for path in plot(out, args.figures):
         if path.suffix == ".png":
             print(f"wrote {path}")
     return 0
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run or resume a seed sweep from a TOML file, then report and plot")
     sweep.add_argument("file", help="sweep file (schema in the README)")
     sweep.add_argument("--force", action="store_true", help="replace results of a different sweep in its directory")
+    sweep.add_argument("--figures", help="where to write the figures (default: <out>/_figures)")
     sweep.set_defaults(run=cmd_sweep)
 
     report = sub.add_parser("report", help="table of misgeneralization rates with confidence intervals")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.metrics import bootstrap_mean_interval, wilson_interval
-from experiments.sweep import CURVES, FIGURES, MANIFEST, MISGENERALIZES
+from experiments.sweep import AGENTS, CURVES, FIGURES, MANIFEST, MISGENERALIZES
 
 
 def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
@@ -132,11 +132,16 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     ax.fill_between(xs, low, high, alpha=0.25, color="crimson", label="95% bootstrap CI over seeds")
     ax.plot(xs, summary.misgeneralization, "o-", color="crimson", label="mean over capable seeds")
     capable = table[table.converged]
-    jitter = (np.random.default_rng(0).random(len(capable)) - 0.5) * 0.02 * (np.ptp(xs) or 1)
-    ax.scatter(capable[x_name].to_numpy(float) + jitter, capable.misgeneralization_rate, s=9, color="k",
-               alpha=0.4, label="one seed", zorder=3)
+    spread = np.random.default_rng(0).random(len(capable)) - 0.5
+    seed_xs = capable[x_name].to_numpy(float)
     if _log_like(xs):
-        ax.set_xscale("symlog", linthresh=float(xs[xs > 0].min()))
+        linthresh = float(xs[xs > 0].min())
+        ax.set_xscale("symlog", linthresh=linthresh)
+        ax.set_xlim(-0.5 * linthresh, xs.max() * 1.5)
+        seed_xs = np.where(seed_xs > 0, seed_xs * 10 ** (0.1 * spread), np.abs(spread) * 0.3 * linthresh)
+    else:
+        seed_xs = seed_xs + spread * 0.02 * (np.ptp(xs) or 1)
+    ax.scatter(seed_xs, capable.misgeneralization_rate, s=9, color="k", alpha=0.4, label="one seed", zorder=3)
     ax.set_xlabel(x_name)
     ax.set_ylabel("misgeneralization rate\n(proxy outcomes, distinguishing test levels)")
     ax.set_ylim(-0.03, 1.03)
@@ -146,7 +151,8 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     columns = outcome_columns(table)
-    pooled = table[table.converged].groupby("point")[columns].sum()
+    # points without a capable seed keep an empty bar rather than shifting the others
+    pooled = table[table.converged].groupby("point")[columns].sum().reindex(summary.point, fill_value=0)
     fractions = pooled.div(pooled.sum(axis=1).clip(lower=1), axis=0)
     bottom = np.zeros(len(fractions))
     labels = [f"{v:g}" for v in xs]
@@ -158,16 +164,17 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     ax.legend(fontsize=7)
     save(fig, "outcomes")
 
-    curves = pd.read_parquet(directory / CURVES)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for point, group in curves.groupby("point"):
-        median = group.groupby("update").success_rate.median()
-        label = f"{x_name}={summary.set_index('point').loc[point, x_name]:g}" if swept else f"point {point}"
-        ax.plot(median.index, median.to_numpy(), label=label)
-    ax.set_xlabel("update")
-    ax.set_ylabel("training success (median over seeds)")
-    ax.legend(fontsize=7)
-    save(fig, "training")
+    if any((directory / CURVES).glob("point-*.parquet")):
+        curves = pd.read_parquet(directory / CURVES)
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for point, group in curves.groupby("point"):
+            median = group.groupby("update").success_rate.median()
+            label = f"{x_name}={summary.set_index('point').loc[point, x_name]:g}" if swept else f"point {point}"
+            ax.plot(median.index, median.to_numpy(), label=label)
+        ax.set_xlabel("update")
+        ax.set_ylabel("training success (median over seeds)")
+        ax.legend(fontsize=7)
+        save(fig, "training")
 
     point_labels = {int(p): ", ".join(f"{n}={r[n]:g}" for n in swept) or f"point {p}"
                     for p, r in summary.set_index("point").iterrows()}
@@ -181,7 +188,7 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     axes[0, 0].set_ylabel("seeds")
     save(fig, "seeds")
 
-    if visitation:
+    if visitation and any((directory / AGENTS).glob("point-*.msgpack")):
         from experiments.inspect import agent_episodes, draw_heatmap, load_agent
 
         chosen = representative_seeds(table)

@@ -1,0 +1,89 @@
+"""Wall time and env-steps/s of a whole sweep (training, evaluation, writing), as `gridsim sweep` runs it.
+
+    python benchmarks/sweep_throughput.py                         # the demo sweep, 16 seeds (about 5 min, 2 CPU cores)
+    python benchmarks/sweep_throughput.py --seeds 16 1024         # on a GPU: the demo, then 1024 seeds per point
+    python benchmarks/sweep_throughput.py --spec examples/keys_chests.toml
+
+Each run goes to a fresh temporary directory, so nothing is resumed. Wall time includes
+compilation; the manifest's per-chunk seconds are reported too. Writes
+``benchmarks/results/sweep_throughput-<platform>-<time>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+from env_throughput import device_info  # noqa: E402
+
+from experiments import spec as sweep_spec  # noqa: E402
+from experiments import sweep  # noqa: E402
+from experiments.report import load, summarize  # noqa: E402
+
+
+def measure(spec: sweep_spec.SweepSpec, seeds: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = dataclasses.replace(spec, seeds=seeds, out=Path(tmp) / "run")
+        started = time.perf_counter()
+        sweep.run(spec, progress=False)
+        wall = time.perf_counter() - started
+        table, swept, manifest = load(spec.out)
+        summary = summarize(table, swept)
+    steps = len(spec.points) * seeds * spec.ppo.num_updates * spec.ppo.batch_size
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return {
+        "seeds": seeds,
+        "points": len(spec.points),
+        "env_steps": steps,
+        "wall_s": round(wall, 2),
+        "env_steps_per_s": round(steps / wall),
+        "chunks": manifest["chunks"],
+        "peak_device_bytes": stats.get("peak_bytes_in_use"),
+        "misgeneralization_by_point": [None if r != r else round(float(r), 4) for r in summary.misgeneralization],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default=str(ROOT / "examples" / "coin_alpha.toml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[16])
+    args = parser.parse_args()
+    spec = sweep_spec.load(args.spec)
+    info = device_info()
+    runs = []
+    for seeds in args.seeds:
+        runs.append(measure(spec, seeds))
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "chunks"}), flush=True)
+
+    platform = jax.devices()[0].platform
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = ROOT / "benchmarks" / "results" / f"sweep_throughput-{platform}-{stamp}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info["loadavg_end"] = os.getloadavg()
+    out.with_suffix(".json").write_text(json.dumps({"spec": args.spec, "device": info, "runs": runs}, indent=2))
+    lines = [f"Sweep `{Path(args.spec).name}` on {info['devices']} ({info['device_kind']}, {info['cpu_model']}, "
+             f"{info['cpus_usable']} CPUs usable), jax {info['jax']}; load average {info['loadavg_start']} at start, "
+             f"{info['loadavg_end']} at end", "",
+             "| seeds per point | points | env steps | wall s (incl. compile) | env-steps/s | peak device memory |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        peak = f"{r['peak_device_bytes'] / 2**30:.1f} GiB" if r["peak_device_bytes"] else "n/a"
+        lines.append(f"| {r['seeds']} | {r['points']} | {r['env_steps']:,} | {r['wall_s']:.1f} | "
+                     f"{r['env_steps_per_s']:,} | {peak} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
