@@ -201,7 +201,8 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
     total = len(todo) * spec.seeds * runner.steps_per_seed
     label = f"{spec.name}: {len(todo)} of {len(points)} points x {spec.seeds} seeds"
     with tqdm(total=total, unit="step", unit_scale=True, desc=label, disable=not progress) as bar:
-        for chunk in chunks:
+        for number, chunk in enumerate(chunks, 1):
+            bar.set_postfix_str(f"chunk {number}/{len(chunks)}")
             started = time.perf_counter()
             padded = chunk + [chunk[-1]] * (per_chunk - len(chunk))  # every chunk is one program shape
             train_params = batch_params(params, [points[i] for i in padded])
