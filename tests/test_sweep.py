@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -176,6 +177,7 @@ def test_a_different_sweep_into_the_same_directory_is_refused(tmp_path, finished
     pd.testing.assert_frame_equal(results(finished), before)  # nothing lost
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="simulates two CPU devices; the default backend is not CPU")
 def test_two_devices_give_the_same_results_as_one(tmp_path, finished):
     spec_path = write_spec(tmp_path)
     command, env = _sweep_command(spec_path, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
