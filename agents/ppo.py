@@ -361,11 +361,21 @@ class Evaluation(NamedTuple):
     finished: jax.Array  # False if the episode had not ended within max_steps
 
 
-def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_steps: int, greedy: bool = False):
+class Trace(NamedTuple):
+    """Every step of an evaluation, for pictures (memory grows with ``max_steps``); leaves ``[max_steps, episodes]``."""
+
+    state: Any  # the env state each step started from
+    info: dict  # the step's info (its episode's outcome where it ended)
+    first_episode: jax.Array  # the step belongs to its environment's first episode
+
+
+def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_steps: int, greedy: bool = False,
+             trace: bool = False):
     """Run ``episodes`` fresh episodes (one per parallel env) for up to ``max_steps`` steps each.
 
-    Pure and jittable; ``max_steps`` is static (use the params' ``max_steps_in_episode``).
-    vmap over ``network`` to evaluate many agents at once.
+    Pure and jittable; ``max_steps`` and ``trace`` are static (use the params'
+    ``max_steps_in_episode``). vmap over ``network`` to evaluate many agents at once.
+    Returns an ``Evaluation``, or ``(Evaluation, Trace)`` with ``trace``.
     """
     env = trainer.env
     k_reset, k_run = jax.random.split(key)
@@ -383,9 +393,10 @@ def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_step
         obs, env_state, hidden, reset, result = carry
         k_act, k_env = jax.random.split(key)
         hidden, action = trainer.act(network, hidden, obs, reset, k_act, greedy)
-        obs, env_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
+        obs, next_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
             jax.random.split(k_env, episodes), env_state, action, env_params
         )
+        step = Trace(env_state, info, ~result.finished) if trace else None
         first = done & ~result.finished  # only the first episode of each env counts
         record = lambda old, new: jnp.where(first, new, old)
         result = Evaluation(
@@ -395,8 +406,8 @@ def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_step
             distinguishing=record(result.distinguishing, info["distinguishing"]),
             finished=result.finished | done,
         )
-        return (obs, env_state, hidden, done, result), None
+        return (obs, next_state, hidden, done, result), step
 
     carry = (obs, env_state, hidden, reset, empty)
-    (*_, result), _ = jax.lax.scan(one_step, carry, jax.random.split(k_run, max_steps))
-    return result
+    (*_, result), steps = jax.lax.scan(one_step, carry, jax.random.split(k_run, max_steps))
+    return (result, steps) if trace else result

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from agents import ppo
 from experiments import spec as sweep_spec
 from experiments.sweep import FIGURES, MANIFEST, _runner, batch_params, load_agents
 
@@ -30,43 +30,25 @@ class Episodes(NamedTuple):
 
 def play(trainer, network, params, key, episodes: int, max_steps: int) -> Episodes:
     """Run ``episodes`` greedy episodes and keep every step's level (for pictures, not for training)."""
-    levels, active, outcome, distinguishing = jax.device_get(_compiled_play(trainer, episodes, max_steps)(
-        network, params, key))
-    return Episodes(levels, np.asarray(active), np.asarray(outcome), np.asarray(distinguishing))
+    result, trace = jax.device_get(_compiled_trace(trainer, episodes, max_steps)(network, params, key))
+    before = trace.state.level  # [T, episodes]: the level each step started from
+    info = trace.info
+    done = info["terminated"] | info["truncated"]
+    # after step t: the next step's starting level, unless the episode ended there (then the next state is a
+    # fresh episode): the ended level with the agent moved
+    moved = before.replace(agent=info["agent_pos"])
+    after = jax.tree_util.tree_map(
+        lambda b, m: np.where(_expand(done[:-1], m[:-1]), m[:-1], b[1:]), before, moved)
+    after = jax.tree_util.tree_map(lambda a, m: np.concatenate([a, m[-1:]]), after, moved)
+    levels = jax.tree_util.tree_map(lambda b, a: np.concatenate([b[:1], a]), before, after)
+    active = np.concatenate([np.ones((1, episodes), bool), trace.first_episode])
+    return Episodes(levels, active, np.asarray(result.outcome), np.asarray(result.distinguishing))
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_play(trainer, episodes: int, max_steps: int):
-    env = trainer.env
-
-    def run(network, params, key):
-        k_reset, k_run = jax.random.split(key)
-        obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), params)
-        hidden, reset = trainer.initial_hidden(episodes), jnp.ones(episodes, bool)
-        outcome = jnp.zeros(episodes, jnp.int32)
-        finished = jnp.zeros(episodes, bool)
-
-        def one_step(carry, key):
-            obs, state, hidden, reset, outcome, finished = carry
-            k_act, k_env = jax.random.split(key)
-            hidden, action = trainer.act(network, hidden, obs, reset, k_act, greedy=True)
-            obs, new_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
-                jax.random.split(k_env, episodes), state, action, params
-            )
-            # at an episode's last step the returned state is the next episode: draw the old level, agent moved
-            ended_level = state.level.replace(agent=info["agent_pos"])
-            drawn = jax.tree_util.tree_map(lambda e, n: jnp.where(_expand(done, e), e, n), ended_level, new_state.level)
-            outcome = jnp.where(done & ~finished, info["outcome"], outcome)
-            return (obs, new_state, hidden, done, outcome, finished | done), (drawn, ~finished)
-
-        carry = (obs, state, hidden, reset, outcome, finished)
-        carry, (levels, active) = jax.lax.scan(one_step, carry, jax.random.split(k_run, max_steps))
-        first = jax.tree_util.tree_map(lambda x: x[None], state.level)
-        levels = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, levels)
-        active = jnp.concatenate([jnp.ones((1, episodes), bool), active])
-        return levels, active, carry[4], state.level.distinguishing
-
-    return jax.jit(run)
+def _compiled_trace(trainer, episodes: int, max_steps: int):
+    return jax.jit(functools.partial(ppo.evaluate, trainer, episodes=episodes, max_steps=max_steps, greedy=True,
+                                     trace=True))
 
 
 def _expand(mask, like):
