@@ -19,6 +19,11 @@ TINY = ppo.Config(num_envs=16, num_steps=16, total_timesteps=16 * 16 * 6, update
 SOLVE = ppo.Config(num_envs=32, num_steps=16, total_timesteps=32 * 16 * 60, lr=2e-3, update_epochs=4, num_minibatches=4)
 
 
+# A batched and a single-seed program agree to float32 rounding on CPU. On a GPU they use different matmul
+# kernels, and after six updates the weights differed by up to 1.4e-5 (H200, jax 0.11; CI never has a GPU).
+SAME_PROGRAM_TOLERANCE = dict(rtol=1e-4, atol=1e-5) if jax.default_backend() == "cpu" else dict(rtol=1e-3, atol=1e-4)
+
+
 @functools.cache
 def coin():
     return gridsim.make("coin-at-end", height=5, width=7)
@@ -69,7 +74,7 @@ def test_vmapped_seeds_equal_seeds_trained_alone_and_differ():
     seeds = [jax.tree_util.tree_map(lambda x, i=i: x[i], batch.state.network) for i in range(2)]
     for i, alpha in enumerate((0.0, 0.5)):
         alone = compiled_train(TINY)(keys[i], params.train(alpha))
-        chex.assert_trees_all_close(seeds[i], alone.state.network, rtol=1e-4, atol=1e-5)
+        chex.assert_trees_all_close(seeds[i], alone.state.network, **SAME_PROGRAM_TOLERANCE)
     pairs = zip(jax.tree_util.tree_leaves(seeds[0]), jax.tree_util.tree_leaves(seeds[1]))
     assert not all(np.allclose(a, b) for a, b in pairs)
 
@@ -100,7 +105,7 @@ def test_a_diverging_seed_is_flagged_and_leaves_the_others_alone():
         assert np.isfinite(np.asarray(leaf)).all()  # the diverged seed kept its last finite weights
     alone = compiled_train(TINY)(keys[0], params.train(0.0))
     chex.assert_trees_all_close(
-        jax.tree_util.tree_map(lambda x: x[0], out.state.network), alone.state.network, rtol=1e-4, atol=1e-5
+        jax.tree_util.tree_map(lambda x: x[0], out.state.network), alone.state.network, **SAME_PROGRAM_TOLERANCE
     )
 
 
