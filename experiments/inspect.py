@@ -7,7 +7,6 @@ environment and PPO config are rebuilt from the spec stored in its manifest.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from agents import ppo
 from experiments import spec as sweep_spec
-from experiments.sweep import FIGURES, MANIFEST, _runner, batch_params, load_agents
+from experiments.sweep import FIGURES, MANIFEST, batch_params, load_agents, read_manifest, runner_for
 
 
 class Episodes(NamedTuple):
@@ -75,22 +74,14 @@ class Agent(NamedTuple):
 
 def load_agent(directory, point: int, seed: int) -> Agent:
     """Agent ``seed`` of sweep point ``point`` of the sweep in ``directory``."""
-    directory = Path(directory)
-    manifest_path = directory / MANIFEST
-    if not manifest_path.exists():
-        raise ValueError(f"{directory} is not a sweep directory (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
-    spec = sweep_spec.parse(manifest["spec"], manifest_path)
+    manifest = read_manifest(directory)
+    spec = sweep_spec.parse(manifest["spec"], Path(directory) / MANIFEST)
     points = spec.points
     if not 0 <= point < len(points):
         raise ValueError(f"--point must lie in [0, {len(points) - 1}], got {point}")
     if not 0 <= seed < spec.seeds:
         raise ValueError(f"--seed must lie in [0, {spec.seeds - 1}], got {seed}")
-    import gridsim
-
-    env, params = gridsim.make(spec.env, **spec.env_options)
-    max_steps = max(int(np.asarray(params.replace(**p).max_steps_in_episode)) for p in points)
-    runner = _runner(spec.env, json.dumps(spec.env_options, sort_keys=True), spec.ppo, spec.eval_episodes, max_steps)
+    runner, params = runner_for(spec)
     network = jax.tree_util.tree_map(lambda x: x[seed], load_agents(directory, point))
     train_params = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [points[point]]))
     point_label = ", ".join(f"{k}={v:g}" for k, v in points[point].items()) or "point 0"

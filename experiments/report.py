@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from experiments.metrics import bootstrap_mean_interval, wilson_interval
-from experiments.sweep import AGENTS, CURVES, FIGURES, MANIFEST, MISGENERALIZES
+from experiments.sweep import AGENTS, CURVES, FIGURES, MISGENERALIZES, read_manifest
 
 
 def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
     """The results table, the swept column names, and the manifest."""
     directory = Path(directory)
-    manifest_path = directory / MANIFEST
-    if not manifest_path.exists():
-        raise ValueError(f"{directory} is not a sweep directory (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(directory)
     if not any(directory.glob("point-*.parquet")):
         raise ValueError(f"{directory} has no finished sweep points yet")
     table = pd.read_parquet(directory).sort_values(["point", "seed"]).reset_index(drop=True)

@@ -144,6 +144,21 @@ def _runner(env_name: str, env_options_json: str, config, eval_episodes: int, ma
     return SeedRunner(env, config, eval_episodes, max_steps)
 
 
+def runner_for(spec: SweepSpec) -> tuple[SeedRunner, object]:
+    """The (cached) compiled runner of a spec, and the env's params with the spec's options applied."""
+    env, params = gridsim.make(spec.env, **spec.env_options)
+    max_steps = max(int(np.asarray(params.replace(**p).max_steps_in_episode)) for p in spec.points)
+    runner = _runner(spec.env, json.dumps(spec.env_options, sort_keys=True), spec.ppo, spec.eval_episodes, max_steps)
+    return runner, params
+
+
+def read_manifest(directory) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise ValueError(f"{directory} is not a sweep directory (no {MANIFEST})")
+    return json.loads(path.read_text())
+
+
 CPU_CHUNK_ENVS = 4096  # on a few CPU cores more parallel envs add no throughput, only coarser resumption
 
 
@@ -187,11 +202,9 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     manifest = prepare(spec, force)
-    env, params = gridsim.make(spec.env, **spec.env_options)
     points = spec.points
     todo = [i for i in range(len(points)) if not point_path(spec.out, i).exists()]
-    max_steps = max(int(np.asarray(params.replace(**p).max_steps_in_episode)) for p in points)
-    runner = _runner(spec.env, json.dumps(spec.env_options, sort_keys=True), spec.ppo, spec.eval_episodes, max_steps)
+    runner, params = runner_for(spec)
     env = runner.env
     keys = jax.random.split(jax.random.key(spec.seed), spec.seeds)
     eval_key = jax.random.fold_in(jax.random.key(spec.seed), 1)
