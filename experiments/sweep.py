@@ -208,7 +208,8 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True) -> Path:
     env = runner.env
     keys = jax.random.split(jax.random.key(spec.seed), spec.seeds)
     eval_key = jax.random.fold_in(jax.random.key(spec.seed), 1)
-    per_chunk = spec.points_per_chunk or points_per_chunk(runner, params, spec.seeds, max(1, len(todo)))
+    todo_count = max(1, len(todo))
+    per_chunk = min(spec.points_per_chunk or points_per_chunk(runner, params, spec.seeds, todo_count), todo_count)
     chunks = [todo[i : i + per_chunk] for i in range(0, len(todo), per_chunk)]
 
     total = len(todo) * spec.seeds * runner.steps_per_seed
