@@ -107,8 +107,7 @@ class SeedRunner:
             devices = devices[:1]
         size = len(keys) // len(devices)
         points = len(jax.tree_util.tree_leaves(train_params)[0])
-        placed = lambda tree, d: jax.device_put(tree, d)
-        states = [self._init(placed(keys[i * size : (i + 1) * size], d), placed(train_params, d))
+        states = [self._init(jax.device_put(keys[i * size : (i + 1) * size], d), jax.device_put(train_params, d))
                   for i, d in enumerate(devices)]
         history = []
         for n in segment_sizes(self.config.num_updates, segments):
@@ -120,7 +119,7 @@ class SeedRunner:
         metrics = _concat(history, axis=2)
         k_train, k_test = jax.random.split(eval_key)
         evaluate = lambda params, key: _concat(
-            [jax.device_get(self._evaluate(s.network, placed(params, d), placed(key, d)))
+            [jax.device_get(self._evaluate(s.network, jax.device_put(params, d), jax.device_put(key, d)))
              for s, d in zip(states, devices)],
             axis=1,
         )
