@@ -9,7 +9,9 @@ never per-step data, so memory grows with seeds, not with training length.
 
 It knows environments only through the gymnax-style interface:
 ``reset``, ``step`` (auto-resetting), ``num_actions``, and ``info`` with
-``outcome`` / ``episode_return`` / ``episode_length`` at episode ends.
+``truncated`` and ``final_observation`` on every step (a truncated episode is
+bootstrapped from the value of where it was cut) and ``outcome`` /
+``episode_return`` / ``episode_length`` at episode ends.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class Transition(NamedTuple):
     reward: jax.Array
     done: jax.Array
     truncated: jax.Array
+    final_value: jax.Array  # value of the observation right after the step (before any auto-reset)
 
 
 def _permutation(key, n: int):
@@ -205,6 +208,16 @@ class Trainer:
         hidden, logits, _ = self.network.apply(network, hidden, obs, reset)
         return hidden, jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
 
+    def policy(self, network, greedy: bool = False):
+        """The trained agent as a ``gridsim.Policy`` (for ``gridsim.evaluate``, GIFs, calibration)."""
+        from gridsim.rollout import Policy
+
+        def act(key, obs, state, params, hidden, first):
+            hidden, action = self.act(network, hidden[None], obs[None], first[None], key, greedy)
+            return action[0], hidden[0]
+
+        return Policy(act=act, carry=jnp.zeros(self.hidden_size, jnp.float32))
+
     # ---- one update ---------------------------------------------------------------
 
     def _rollout(self, state: TrainState):
@@ -218,8 +231,11 @@ class Trainer:
             next_obs, env_state, reward, done, info = jax.vmap(self.env.step, (0, 0, 0, None))(
                 jax.random.split(k_env, c.num_envs), env_state, action, state.env_params
             )
+            # where a time limit cut the episode, its return continues beyond the cut: bootstrap from there
+            _, _, final_value = self.network.apply(state.network, hidden, info["final_observation"],
+                                                   jnp.zeros_like(reset))
             log_prob = _log_prob(logits, action)
-            transition = Transition(obs, reset, action, log_prob, value, reward, done, info["truncated"])
+            transition = Transition(obs, reset, action, log_prob, value, reward, done, info["truncated"], final_value)
             ended = (
                 done,
                 info["outcome"] == OUTCOME_TRUE,
@@ -238,8 +254,8 @@ class Trainer:
 
         def backward(carry, t):
             gae, next_value = carry
-            # a truncated episode is cut, not ended: bootstrap from its value estimate
-            bootstrap = jnp.where(t.truncated, t.value, next_value * (1.0 - t.done))
+            # a truncated episode is cut, not ended: bootstrap from the value of where it was cut
+            bootstrap = jnp.where(t.truncated, t.final_value, next_value * (1.0 - t.done))
             delta = t.reward + c.gamma * bootstrap - t.value
             gae = delta + c.gamma * c.gae_lambda * (1.0 - t.done) * gae
             return (gae, t.value), gae
@@ -351,63 +367,12 @@ def make_train(config: Config, env) -> Trainer:
     return Trainer(config, env)
 
 
-class Evaluation(NamedTuple):
-    """Per-episode results, each ``[episodes]`` (with leading axes for vmapped agents)."""
-
-    outcome: jax.Array  # index into env.outcome_names
-    episode_return: jax.Array
-    episode_length: jax.Array
-    distinguishing: jax.Array
-    finished: jax.Array  # False if the episode had not ended within max_steps
-
-
-class Trace(NamedTuple):
-    """Every step of an evaluation, for pictures (memory grows with ``max_steps``); leaves ``[max_steps, episodes]``."""
-
-    state: Any  # the env state each step started from
-    info: dict  # the step's info (its episode's outcome where it ended)
-    first_episode: jax.Array  # the step belongs to its environment's first episode
-
-
 def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_steps: int, greedy: bool = False,
-             trace: bool = False):
-    """Run ``episodes`` fresh episodes (one per parallel env) for up to ``max_steps`` steps each.
+             trace: bool = False, label: bool = True):
+    """``gridsim.evaluate`` with this trainer's agent: per-episode outcomes on ``episodes`` fresh
+    levels, each labelled distinguishing or not by the env's oracles. Pure and jittable
+    (``episodes``, ``max_steps``, ``trace``, ``label`` static); vmap over ``network`` for many agents."""
+    from gridsim.rollout import evaluate as play
 
-    Pure and jittable; ``max_steps`` and ``trace`` are static (use the params'
-    ``max_steps_in_episode``). vmap over ``network`` to evaluate many agents at once.
-    Returns an ``Evaluation``, or ``(Evaluation, Trace)`` with ``trace``.
-    """
-    env = trainer.env
-    k_reset, k_run = jax.random.split(key)
-    obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), env_params)
-    hidden, reset = trainer.initial_hidden(episodes), jnp.ones(episodes, bool)
-    empty = Evaluation(
-        outcome=jnp.zeros(episodes, jnp.int32),
-        episode_return=jnp.zeros(episodes, jnp.float32),
-        episode_length=jnp.zeros(episodes, jnp.int32),
-        distinguishing=jnp.zeros(episodes, bool),
-        finished=jnp.zeros(episodes, bool),
-    )
-
-    def one_step(carry, key):
-        obs, env_state, hidden, reset, result = carry
-        k_act, k_env = jax.random.split(key)
-        hidden, action = trainer.act(network, hidden, obs, reset, k_act, greedy)
-        obs, next_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
-            jax.random.split(k_env, episodes), env_state, action, env_params
-        )
-        step = Trace(env_state, info, ~result.finished) if trace else None
-        first = done & ~result.finished  # only the first episode of each env counts
-        record = lambda old, new: jnp.where(first, new, old)
-        result = Evaluation(
-            outcome=record(result.outcome, info["outcome"]),
-            episode_return=record(result.episode_return, info["episode_return"]),
-            episode_length=record(result.episode_length, info["episode_length"]),
-            distinguishing=record(result.distinguishing, info["distinguishing"]),
-            finished=result.finished | done,
-        )
-        return (obs, next_state, hidden, done, result), step
-
-    carry = (obs, env_state, hidden, reset, empty)
-    (*_, result), steps = jax.lax.scan(one_step, carry, jax.random.split(k_run, max_steps))
-    return (result, steps) if trace else result
+    return play(trainer.env, env_params, trainer.policy(network, greedy), key, episodes, max_steps,
+                label=label, trace=trace)

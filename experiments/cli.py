@@ -52,16 +52,32 @@ def cmd_show(args) -> int:
     path = level_sheet(env, train, params.test(), key, out, n=args.n)
     print(f"wrote {path}")
     if args.gif:
-        random_policy = lambda k, obs: jax.random.randint(k, (), 0, env.num_actions)
-        info = episode_gif(env, params.test(), random_policy, key, args.gif)
-        print(f"wrote {args.gif} (random policy, outcome {env.outcome_names[int(info['outcome'])]})")
+        policy, name = (gridsim.random_policy(env), "random policy") if args.policy == "random" else (
+            gridsim.oracles.policy(env, args.policy), f"oracle of {args.policy}")
+        info = episode_gif(env, params.test(), policy, key, args.gif)
+        print(f"wrote {args.gif} ({name}, outcome {env.outcome_names[int(info['outcome'])]})")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    import gridsim
+    from experiments.calibrate import calibrate, format_calibration
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    env, params = gridsim.make(args.env, **_options(args.option))
+    print(format_calibration(env, calibrate(env, params, args.episodes, args.seed, args.alpha)))
     return 0
 
 
 def _quantiles(values) -> str:
     import numpy as np
 
-    q10, q50, q90 = np.quantile(np.asarray(values, dtype=float), [0.1, 0.5, 0.9])
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return "     -"
+    q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9])
     return f"{q50:6.1%}  [{q10:6.1%} .. {q90:6.1%}]"
 
 
@@ -80,19 +96,25 @@ def cmd_train(args) -> int:
     overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)
     config = ppo.Config(**{k: v for k, v in overrides.items() if v is not None}).validate()
     runner = SeedRunner(env, config, args.eval_episodes, int(params.max_steps_in_episode))
+    if args.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     k_train, k_eval = jax.random.split(jax.random.key(args.seed))
     keys = jax.random.split(k_train, args.seeds)
+    eval_keys = jax.random.split(k_eval, args.seeds)[None]  # every seed its own test levels
     total = runner.steps_per_seed * args.seeds
     with tqdm(total=total, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
-        out = runner.run(keys, train_params, train_params.test(), k_eval, args.segments, on_segment=bar.update)
+        out = runner.run(keys, train_params, train_params.test(), eval_keys, args.segments, on_segment=bar.update)
     results = jax.tree_util.tree_map(lambda x: x[0], out.results)
     print(f"\n{env.name}, alpha={args.alpha:g}: {args.seeds} seeds x {runner.steps_per_seed:,} steps")
     print("per-seed rates: median  [10% .. 90% quantile]")
     print(f"  train success (greedy)          {_quantiles(results.train_success)}")
     for k, name in enumerate(env.outcome_names):
         print(f"  test {name:<26} {_quantiles(results.test_rate(k))}")
-    print(f"  (test rates over distinguishing levels, median {int(np.median(results.test_episodes))}"
+    print(f"  (test rates over distinguishing levels, median {int(np.median(results.distinguishing_episodes))}"
           f" of {args.eval_episodes} episodes per seed)")
+    unrated = int(np.sum(results.distinguishing_episodes == 0))
+    if unrated:
+        print(f"  {unrated} of {args.seeds} seeds had no distinguishing test episode (no rate; left out)")
     if results.diverged.any():
         print(f"  {int(results.diverged.sum())} seed(s) diverged (non-finite loss) and stopped learning")
     return 0
@@ -150,12 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--n", type=int, default=8, help="levels per row")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--out", help="PNG path (default: ENV.png)")
-    show.add_argument("--gif", help="also write a GIF of a random-policy test episode here")
+    show.add_argument("--gif", help="also write a GIF of a test episode here")
+    show.add_argument("--policy", default="random",
+                      help="who plays the GIF's episode: 'random', or a goal's name for its oracle (default: random)")
     show.add_argument(
         "--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
         help="env option or param override, e.g. -o corner_size=3 -o height=11 (repeatable)",
     )
     show.set_defaults(run=cmd_show)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="outcome rates of the true-goal oracle, each proxy's oracle and a random walk on test levels")
+    calibrate.add_argument("env", help="registered name, or module:attribute / file.py:attribute")
+    calibrate.add_argument("--episodes", type=int, default=4096, help="test levels to play (default 4096)")
+    calibrate.add_argument("--alpha", type=float, default=1.0,
+                           help="the level distribution's mixture fraction (default 1: the test distribution)")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
+                           help="env option or param override (repeatable)")
+    calibrate.set_defaults(run=cmd_calibrate)
 
     train = sub.add_parser("train", help="train PPO seeds on the training distribution, evaluate at test")
     train.add_argument("env", help="registered name, or module:attribute / file.py:attribute")

@@ -15,7 +15,8 @@ import numpy as np
 
 from agents import ppo
 from experiments import spec as sweep_spec
-from experiments.sweep import FIGURES, MANIFEST, batch_params, load_agents, read_manifest, runner_for
+from experiments.sweep import FIGURES, MANIFEST, batch_params, load_agents, read_manifest, runner_for, seed_keys
+from experiments.train import level_seed
 
 
 class Episodes(NamedTuple):
@@ -30,16 +31,9 @@ class Episodes(NamedTuple):
 def play(trainer, network, params, key, episodes: int, max_steps: int) -> Episodes:
     """Run ``episodes`` greedy episodes and keep every step's level (for pictures, not for training)."""
     result, trace = jax.device_get(_compiled_trace(trainer, episodes, max_steps)(network, params, key))
-    before = trace.state.level  # [T, episodes]: the level each step started from
-    info = trace.info
-    done = info["terminated"] | info["truncated"]
-    # after step t: the next step's starting level, unless the episode ended there (then the next state is a
-    # fresh episode): the ended level with the agent moved
-    moved = before.replace(agent=info["agent_pos"])
-    after = jax.tree_util.tree_map(
-        lambda b, m: np.where(_expand(done[:-1], m[:-1]), m[:-1], b[1:]), before, moved)
-    after = jax.tree_util.tree_map(lambda a, m: np.concatenate([a, m[-1:]]), after, moved)
-    levels = jax.tree_util.tree_map(lambda b, a: np.concatenate([b[:1], a]), before, after)
+    # the level each step started from, then after each step the level where it left the agent
+    after = trace.info["final_state"].level
+    levels = jax.tree_util.tree_map(lambda b, a: np.concatenate([b[:1], a]), trace.state.level, after)
     active = np.concatenate([np.ones((1, episodes), bool), trace.first_episode])
     return Episodes(levels, active, np.asarray(result.outcome), np.asarray(result.distinguishing))
 
@@ -48,10 +42,6 @@ def play(trainer, network, params, key, episodes: int, max_steps: int) -> Episod
 def _compiled_trace(trainer, episodes: int, max_steps: int):
     return jax.jit(functools.partial(ppo.evaluate, trainer, episodes=episodes, max_steps=max_steps, greedy=True,
                                      trace=True))
-
-
-def _expand(mask, like):
-    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
 def visitation(env, episodes: Episodes, distinguishing_only: bool = True) -> np.ndarray:
@@ -84,6 +74,7 @@ def load_agent(directory, point: int, seed: int) -> Agent:
     runner, params = runner_for(spec)
     network = jax.tree_util.tree_map(lambda x: x[seed], load_agents(directory, point))
     train_params = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [points[point]]))
+    train_params = train_params.replace(level_seed=level_seed(seed_keys(spec)[seed]))  # its own training levels
     point_label = ", ".join(f"{k}={v:g}" for k, v in points[point].items()) or "point 0"
     return Agent(runner.env, runner.trainer, network, train_params, train_params.test(),
                  f"{point_label}, seed {seed}")

@@ -7,48 +7,54 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.metrics import bootstrap_mean_interval, wilson_interval
-from experiments.sweep import AGENTS, CURVES, FIGURES, MISGENERALIZES, read_manifest
+from experiments.metrics import MISGENERALIZES, mean_rate_interval, wilson_interval
+from experiments.sweep import AGENTS, CURVES, FIGURES, read_manifest
 
 
 def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
     """The results table, the swept column names, and the manifest."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    if not any(directory.glob("point-*.parquet")):
+    files = sorted(directory.glob("point-[0-9][0-9][0-9][0-9].parquet"))
+    if not files:
         raise ValueError(f"{directory} has no finished sweep points yet")
-    table = pd.read_parquet(directory).sort_values(["point", "seed"]).reset_index(drop=True)
+    table = pd.concat([pd.read_parquet(f) for f in files]).sort_values(["point", "seed"]).reset_index(drop=True)
     swept = list(manifest["points"][0]) if manifest["points"] else []
     return table, swept, manifest
 
 
 def outcome_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.startswith("test_") and c != "test_episodes"]
+    return [c for c in table.columns if c.startswith("test_") and c != "test_episodes"]  # per-outcome counts
 
 
 def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     """One row per sweep point. Rates are over capable (converged) seeds only: an agent
-    that fails its own training distribution is a capability failure, not a misgeneralization."""
+    that fails its own training distribution is a capability failure, not a misgeneralization.
+    A capable seed with no distinguishing test episode has no rate: it is left out and counted."""
     rows = []
     for point, group in table.groupby("point", sort=True):
         capable = group[group.converged]
-        mean = capable.misgeneralization_rate.mean() if len(capable) else np.nan
-        low, high = bootstrap_mean_interval(capable.misgeneralization_rate)
-        misgeneralizing = int((capable.misgeneralization_rate > MISGENERALIZES).sum())
-        frac_low, frac_high = wilson_interval(misgeneralizing, len(capable))
+        rates = capable.misgeneralization_rate.to_numpy(dtype=float)
+        rated = rates[np.isfinite(rates)]
+        misgeneralizing = int((rated > MISGENERALIZES).sum())
+        frac_low, frac_high = wilson_interval(misgeneralizing, len(rated))
         rows.append(
             {
                 "point": point,
                 **{name: group[name].iloc[0] for name in swept},
                 "seeds": len(group),
                 "capable": len(capable),
+                "unrated": len(capable) - len(rated),
                 "diverged": int(group.diverged.sum()),
+                "num_levels": int(group.num_levels.iloc[0]),
+                "test_episodes": int(group.test_episodes.median()),
+                "distinguishing_episodes": float(group.distinguishing_episodes.median()),
                 "train_success": group.train_success.mean(),
-                "misgeneralization": mean,
-                "misgeneralization_ci": (low, high),
-                "seeds_misgeneralizing": misgeneralizing / max(len(capable), 1),
-                "seeds_misgeneralizing_ci": (float(frac_low), float(frac_high)),
-                "capability_failure": capable.capability_failure_rate.mean() if len(capable) else np.nan,
+                "misgeneralization": rated.mean() if len(rated) else np.nan,
+                "misgeneralization_ci": mean_rate_interval(rated),
+                "seeds_misgeneralizing": misgeneralizing / len(rated) if len(rated) else np.nan,
+                "seeds_misgeneralizing_ci": (float(frac_low), float(frac_high)) if len(rated) else (np.nan, np.nan),
+                "capability_failure": np.nanmean(capable.capability_failure_rate) if len(rated) else np.nan,
             }
         )
     return pd.DataFrame(rows)
@@ -62,6 +68,7 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
     header = ["point", *swept, "seeds", "capable", "train succ", "misgen. rate [95% CI]", "seeds misgen. [95% CI]",
               "cap. fail"]
     lines = ["  ".join(f"{h:>12}" if 0 < i <= len(swept) else h for i, h in enumerate(header))]
+    notes = []
     for _, r in summary.iterrows():
         lo, hi = r.misgeneralization_ci
         flo, fhi = r.seeds_misgeneralizing_ci
@@ -74,7 +81,15 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
             f"{_pct(r.capability_failure):>8}",
         ]
         lines.append("  ".join(cells))
-    return "\n".join(lines)
+        if r.unrated:
+            notes.append(f"point {r.point}: {r.unrated} of {r.capable} capable seeds had no distinguishing test "
+                         "episode (no rate; left out of the mean and intervals)")
+    levels = sorted(summary.num_levels.unique())
+    training = ", ".join("a fresh level every episode" if n == 0 else f"{n} fixed levels per seed" for n in levels)
+    notes.append(f"training levels: {training}; per seed {summary.test_episodes.iloc[0]} fresh test episodes, "
+                 f"a median {summary.distinguishing_episodes.median():g} of them distinguishing (counted)")
+    notes.append("rates over capable seeds (greedy training success >= 80%); intervals: Wilson, 95%")
+    return "\n".join(lines + notes)
 
 
 def _log_like(values: np.ndarray) -> bool:
@@ -87,7 +102,7 @@ def representative_seeds(table: pd.DataFrame) -> dict[int, int]:
     """Per point, the capable seed whose misgeneralization rate is nearest the point's median (else seed 0)."""
     chosen = {}
     for point, group in table.groupby("point"):
-        capable = group[group.converged]
+        capable = group[group.converged & np.isfinite(group.misgeneralization_rate)]
         if len(capable):
             distance = (capable.misgeneralization_rate - capable.misgeneralization_rate.median()).abs()
             chosen[int(point)] = int(capable.seed.loc[distance.idxmin()])
@@ -125,7 +140,7 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     low = np.array([ci[0] for ci in summary.misgeneralization_ci])
     high = np.array([ci[1] for ci in summary.misgeneralization_ci])
-    ax.fill_between(xs, low, high, alpha=0.25, color="crimson", label="95% bootstrap CI over seeds")
+    ax.fill_between(xs, low, high, alpha=0.25, color="crimson", label="95% interval for the mean over seeds")
     ax.plot(xs, summary.misgeneralization, "o-", color="crimson", label="mean over capable seeds")
     capable = table[table.converged]
     spread = np.random.default_rng(0).random(len(capable)) - 0.5
@@ -178,7 +193,7 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     bins = np.linspace(0, 1, 11)
     for ax, (point, group) in zip(axes[0], table.groupby("point")):
         capable = group[group.converged]
-        ax.hist(capable.misgeneralization_rate, bins=bins, color="crimson", alpha=0.8)
+        ax.hist(capable.misgeneralization_rate.dropna(), bins=bins, color="crimson", alpha=0.8)
         ax.set_title(f"{point_labels[int(point)]}\n{len(capable)} of {len(group)} capable", fontsize=7)
         ax.set_xlabel("misgen. rate", fontsize=7)
     axes[0, 0].set_ylabel("seeds")

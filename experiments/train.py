@@ -7,37 +7,41 @@ Arrays carry two leading axes: sweep points, then seeds.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from agents import ppo
+from experiments import metrics
 from gridsim import OUTCOME_FAIL, OUTCOME_TRUE
 
 
 class SeedResults(NamedTuple):
     """Per agent (leading axes ``[points, seeds]``): what a summary or a results table needs."""
 
-    train_success: np.ndarray  # greedy success rate on the training distribution
+    train_success: np.ndarray  # greedy success rate on the agent's training distribution (its level set, if any)
     test_counts: np.ndarray  # [..., outcomes]: distinguishing test episodes per outcome
+    test_episodes: np.ndarray  # test episodes played, distinguishing or not
     diverged: np.ndarray
 
     @property
-    def test_episodes(self) -> np.ndarray:
+    def distinguishing_episodes(self) -> np.ndarray:
         return self.test_counts.sum(axis=-1)
 
     def test_rate(self, outcome: int) -> np.ndarray:
-        return self.test_counts[..., outcome] / np.maximum(self.test_episodes, 1)
+        """Share of distinguishing test episodes with ``outcome``; NaN for an agent that had none."""
+        return metrics.rate(self.test_counts[..., outcome], self.distinguishing_episodes)
 
     @property
     def misgeneralization_rate(self) -> np.ndarray:
-        """Fraction of distinguishing test episodes whose outcome is a proxy."""
-        proxies = self.test_counts[..., OUTCOME_TRUE + 1 :].sum(axis=-1)
-        return proxies / np.maximum(self.test_episodes, 1)
+        """Share of distinguishing test episodes whose outcome is a proxy (NaN: none to count)."""
+        return metrics.rate(self.test_counts[..., OUTCOME_TRUE + 1 :].sum(axis=-1), self.distinguishing_episodes)
 
     @property
     def capability_failure_rate(self) -> np.ndarray:
@@ -60,20 +64,34 @@ def _over_points_and_seeds(fn, seed_axes, point_axes):
     return jax.vmap(jax.vmap(fn, seed_axes), point_axes)
 
 
+def level_seed(key: jax.Array) -> jax.Array:
+    """Each agent's own training level set (``params.level_seed``), derived from its seed's key."""
+    return jax.lax.bitcast_convert_type(jax.random.bits(jax.random.fold_in(key, 0x1E7E15)), jnp.int32)
+
+
 class SeedRunner:
     def __init__(self, env, config: ppo.Config, eval_episodes: int, eval_max_steps: int):
         self.env = env
         self.config = config
         self.eval_episodes = eval_episodes
         self.trainer = ppo.make_train(config, env)
-        self._init = jax.jit(_over_points_and_seeds(self.trainer.init, (0, None), (None, 0)))
+
+        def init(key, params):
+            return self.trainer.init(key, params.replace(level_seed=level_seed(key)))
+
+        self._init = jax.jit(_over_points_and_seeds(init, (0, None), (None, 0)))
         self._segment = jax.jit(_over_points_and_seeds(self.trainer.segment, (0, None), (0, None)),
                                 static_argnums=1)
 
-        def evaluate(network, params, key):
-            return ppo.evaluate(self.trainer, network, params, key, eval_episodes, eval_max_steps, greedy=True)
+        def evaluate(network, params, key, label):
+            return ppo.evaluate(self.trainer, network, params, key, eval_episodes, eval_max_steps, greedy=True,
+                                label=label)
 
-        self._evaluate = jax.jit(_over_points_and_seeds(evaluate, (0, None, None), (0, 0, None)))
+        # training success on each agent's own training params; test episodes labelled by the oracles
+        self._evaluate_train = jax.jit(_over_points_and_seeds(functools.partial(evaluate, label=False),
+                                                              (0, 0, 0), (0, 0, 0)))
+        self._evaluate_test = jax.jit(_over_points_and_seeds(functools.partial(evaluate, label=True),
+                                                             (0, None, 0), (0, 0, 0)))
 
     @property
     def steps_per_seed(self) -> int:
@@ -88,14 +106,17 @@ class SeedRunner:
                           if hasattr(x, "dtype") and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
         obs_elems = int(np.prod(self.env.observation_space().shape))
         # rollout transitions (obs as bool, then float in the network) and activations, a few copies
-        rollout = c.batch_size * (obs_elems * 5 + 4 * (8 + 6 * c.hidden))
+        rollout = c.batch_size * (obs_elems * 5 + 4 * (9 + 6 * c.hidden))
         per_env = state_bytes / c.num_envs
         evaluation = self.eval_episodes * (per_env + obs_elems * 5 + 4 * 6 * c.hidden)
         return int(2 * state_bytes + 3 * rollout + 2 * evaluation)
 
-    def run(self, keys, train_params, test_params, eval_key, segments: int = 20,
+    def run(self, keys, train_params, test_params, eval_keys, segments: int = 20,
             on_segment: Callable[[int], None] | None = None) -> RunOutput:
         """Train one agent per (point, key) on ``train_params`` (leading point axis), then evaluate all.
+
+        ``eval_keys`` (``[points, seeds]``) draw each agent's own evaluation levels. Each agent
+        trains on its own level set when ``num_levels > 0`` (``level_seed`` from its key).
 
         Seeds are split evenly over the local devices, each group running the same
         single-device program (dispatch is asynchronous, so devices work at once).
@@ -106,8 +127,9 @@ class SeedRunner:
         if len(keys) % len(devices):
             devices = devices[:1]
         size = len(keys) // len(devices)
+        group = lambda i: slice(i * size, (i + 1) * size)
         points = len(jax.tree_util.tree_leaves(train_params)[0])
-        states = [self._init(jax.device_put(keys[i * size : (i + 1) * size], d), jax.device_put(train_params, d))
+        states = [self._init(jax.device_put(keys[group(i)], d), jax.device_put(train_params, d))
                   for i, d in enumerate(devices)]
         history = []
         for n in segment_sizes(self.config.num_updates, segments):
@@ -116,23 +138,24 @@ class SeedRunner:
             history.append(_concat([jax.device_get(metrics) for _, metrics in stepped], axis=1))
             if on_segment is not None:
                 on_segment(n * self.config.batch_size * len(keys) * points)
-        metrics = _concat(history, axis=2)
-        k_train, k_test = jax.random.split(eval_key)
-        evaluate = lambda params, key: _concat(
-            [jax.device_get(self._evaluate(s.network, jax.device_put(params, d), jax.device_put(key, d)))
-             for s, d in zip(states, devices)],
-            axis=1,
-        )
-        on_train, on_test = evaluate(train_params, k_train), evaluate(test_params, k_test)
+        history = _concat(history, axis=2)
+        split = jax.vmap(jax.vmap(jax.random.split))(eval_keys)  # [points, seeds, 2]: train, test
+        on_train = _concat([jax.device_get(self._evaluate_train(
+            s.network, s.env_params, jax.device_put(split[:, group(i), 0], d))) for i, (s, d) in
+            enumerate(zip(states, devices))], axis=1)
+        on_test = _concat([jax.device_get(self._evaluate_test(
+            s.network, jax.device_put(test_params, d), jax.device_put(split[:, group(i), 1], d))) for i, (s, d) in
+            enumerate(zip(states, devices))], axis=1)
         outcomes = np.arange(len(self.env.outcome_names))
         counts = ((on_test.outcome[..., None] == outcomes) & on_test.distinguishing[..., None]).sum(axis=-2)
         results = SeedResults(
             train_success=(on_train.outcome == OUTCOME_TRUE).mean(axis=-1),
             test_counts=counts,
+            test_episodes=np.full(counts.shape[:-1], self.eval_episodes),
             diverged=np.concatenate([np.asarray(s.diverged) for s in states], axis=1),
         )
         networks = _concat([jax.device_get(s.network) for s in states], axis=1)
-        return RunOutput(results, metrics, networks)
+        return RunOutput(results, history, networks)
 
 
 def memory_budget() -> int:

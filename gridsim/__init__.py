@@ -1,6 +1,9 @@
 """gridsim: vectorised gridworlds for finding and measuring goal misgeneralization."""
 
-from gridsim import _xla_flags  # noqa: F401  (must run before JAX starts a backend)
+from gridsim import (
+    _xla_flags,  # noqa: F401  (must run before JAX starts a backend)
+    oracles,  # noqa: E402  (after the envs it plans for)
+)
 from gridsim.core import (
     ACTION_NAMES,
     OUTCOME_FAIL,
@@ -16,6 +19,7 @@ from gridsim.core import (
 )
 from gridsim.envs import CheeseInCorner, CoinAtEnd, KeysAndChests, OpenRoom
 from gridsim.registry import load, make, register, registered
+from gridsim.rollout import Evaluation, Policy, evaluate, obs_policy, random_policy
 
 register(CoinAtEnd.name, CoinAtEnd)
 register(CheeseInCorner.name, CheeseInCorner)
@@ -36,12 +40,18 @@ __all__ = [
     "Discrete",
     "EnvParams",
     "EnvState",
+    "Evaluation",
     "GridEnv",
     "Level",
+    "Policy",
+    "evaluate",
     "load",
     "make",
+    "obs_policy",
+    "oracles",
     "outcome_of",
     "params_dataclass",
+    "random_policy",
     "register",
     "registered",
 ]

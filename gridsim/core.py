@@ -77,17 +77,27 @@ class EnvParams:
     alpha: jax.Array = 0.0
     max_steps_in_episode: jax.Array = 64
     reward_weights: dict = struct.field(default_factory=dict)
+    # 0: a fresh level (walls included) every episode; N > 0: every episode replays one of N fixed
+    # levels, level i drawn from (level_seed, i), as procgen's num_levels
+    num_levels: jax.Array = 0
+    level_seed: jax.Array = 0
 
-    def train(self, alpha=None) -> EnvParams:
-        """Training distribution; ``alpha`` of its levels come from the test distribution."""
-        if alpha is None:
-            return self
-        _check_alpha(alpha)
-        return _with(self, alpha=alpha)
+    def train(self, alpha=None, num_levels=None) -> EnvParams:
+        """Training distribution; ``alpha`` of its levels come from the test distribution, and with
+        ``num_levels`` every episode replays one of that many fixed levels."""
+        updates = {}
+        if alpha is not None:
+            _check_alpha(alpha)
+            updates["alpha"] = alpha
+        if num_levels is not None:
+            _check_num_levels(num_levels)
+            updates["num_levels"] = num_levels
+        return _with(self, **updates)
 
     def test(self) -> EnvParams:
-        """Test distribution: every level from the diverse distribution (a batch stays a batch)."""
-        return _with(self, alpha=jnp.ones_like(jnp.asarray(self.alpha, jnp.float32)))
+        """Test distribution: a fresh level from the diverse distribution every episode (a batch stays a batch)."""
+        like = lambda x, value: jnp.full_like(jnp.asarray(x), value)
+        return _with(self, alpha=like(jnp.asarray(self.alpha, jnp.float32), 1.0), num_levels=like(self.num_levels, 0))
 
     def batch(self, **fields) -> EnvParams:
         """Stack this params into a batch along a new leading axis, one entry per value
@@ -99,6 +109,8 @@ class EnvParams:
         (n,) = sizes
         if "alpha" in values:
             _check_alpha(values["alpha"])
+        if "num_levels" in values:
+            _check_num_levels(values["num_levels"])
         stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), _with(self))
         return dataclasses.replace(
             stacked, **{k: jnp.broadcast_to(v, (n,)).astype(getattr(stacked, k).dtype) for k, v in values.items()}
@@ -115,6 +127,12 @@ def _check_alpha(alpha):
         raise ValueError(f"alpha must lie in [0, 1] (a fraction of training levels), got {value}")
 
 
+def _check_num_levels(num_levels):
+    value = _concrete(num_levels)
+    if value is not None and (np.any(value < 0) or np.any(value != np.round(value)) or np.any(value >= 2**31)):
+        raise ValueError(f"num_levels must be a whole number >= 0 (0: a fresh level every episode), got {value}")
+
+
 @struct.dataclass
 class Level:
     """One level: fixed shapes, objects as slots with a liveness mask."""
@@ -124,14 +142,11 @@ class Level:
     obj_pos: jax.Array  # int32[K, 2]
     obj_alive: jax.Array  # bool[K]: present in the world (not consumed, and a used slot)
     inventory: jax.Array  # int32[]: items carried (e.g. keys)
-    distinguishing: jax.Array  # bool[]: true goal and proxies call for different behaviour
 
 
 @struct.dataclass
 class EnvState:
     level: Level
-    layouts: Layout  # [P]: this environment's pool of wall layouts
-    layout_index: jax.Array  # int32[]: which pool entry ``level`` uses
     time: jax.Array  # int32[]: steps taken in this episode
     first_reached: jax.Array  # int32[G]: step at which each goal (true, proxies...) was first reached, -1 if not
     episode_return: jax.Array  # float32[]
@@ -170,7 +185,8 @@ class Box:
         return f"Box({self.low}, {self.high}, {self.shape}, {np.dtype(self.dtype).name})"
 
 
-EventFn = Callable[[Level, Level, EnvParams], jax.Array]
+EventFn = Callable[[Level, Level, EnvParams], jax.Array]  # (before, after, params) -> bool
+TargetFn = Callable[[Level, EnvParams], jax.Array]  # (level, params) -> bool[H, W]: cells an oracle heads for
 RewardFn = Callable[[Mapping[str, jax.Array], EnvParams], jax.Array]
 
 
@@ -178,14 +194,11 @@ class GridEnv:
     """Base class of gridsim environments (gymnax conventions, auto-reset in ``step``).
 
     Subclasses set the class attributes below and implement ``default_params``,
-    ``sample_level``, ``interact`` and ``test_distinguishing_rate`` (and
-    ``sample_layout`` when walls are procedural).
+    ``sample_level`` and ``interact`` (and ``sample_layout`` when walls are
+    procedural, ``goal_targets`` for goals that are not object kinds).
 
-    Auto-reset is cheap: each environment keeps a pool of ``layout_pool`` wall
-    layouts generated at ``reset``, and a new episode takes the next layout
-    from the pool with a freshly sampled placement of agent and objects. So
-    the costly part (maze generation) is paid at ``reset`` only, while object
-    placement, and hence the goal/proxy correlation, is fresh every episode.
+    Every episode starts on a level drawn afresh, walls included; with
+    ``params.num_levels = N`` the draw is one of N fixed levels instead.
     """
 
     name: str = "grid"
@@ -196,7 +209,6 @@ class GridEnv:
     proxies: tuple[str, ...] = ()
     terminal_events: tuple[str, ...] = ()
     uses_inventory: bool = False
-    default_layout_pool: int = 16
 
     def __init__(
         self,
@@ -205,8 +217,8 @@ class GridEnv:
         *,
         observation: str = "full",
         view_radius: int = 2,
-        layout_pool: int | None = None,
         extra_events: Mapping[str, EventFn] | None = None,
+        extra_targets: Mapping[str, TargetFn] | None = None,
         proxies: tuple[str, ...] | None = None,
         reward_fn: RewardFn | None = None,
     ):
@@ -219,14 +231,12 @@ class GridEnv:
         self.height, self.width = int(height), int(width)
         self.observation = observation
         self.view_radius = int(view_radius)
-        self.layout_pool = int(layout_pool if layout_pool is not None else self.default_layout_pool)
-        if self.layout_pool < 1:
-            raise ValueError(f"layout_pool must be >= 1, got {self.layout_pool}")
         self.extra_events = dict(extra_events or {})
         clash = set(self.extra_events) & set(type(self).event_names)
         if clash:
             raise ValueError(f"extra_events redefine built-in events {sorted(clash)}")
         self.event_names = tuple(type(self).event_names) + tuple(self.extra_events)
+        self.extra_targets = dict(extra_targets or {})
         if proxies is not None:
             self.proxies = tuple(proxies)
         for goal in (self.true_goal, *self.proxies):
@@ -257,13 +267,33 @@ class GridEnv:
         """After the agent has moved: update objects, return the step's events."""
         raise NotImplementedError
 
-    def test_distinguishing_rate(self, params: EnvParams) -> float:
-        """The fraction of test levels (alpha = 1) that are distinguishing, as declared."""
-        raise NotImplementedError
+    def goal_targets(self, level: Level, params: EnvParams) -> dict[str, jax.Array]:
+        """What an oracle plans for, per goal: ``bool[H, W]`` cells whose entering triggers the goal's
+        event now, or (for goals of several steps) a cost map from ``gridsim.oracles.cost_to_go``.
+
+        A goal named after an object kind targets that kind's live objects; subclasses add the
+        others by extending this dict (``check_goals`` names any goal left without a target)."""
+        targets = {goal: self.cells_of(level, goal) for goal in self.goal_names if goal in self.object_kinds}
+        targets.update({goal: fn(level, params) for goal, fn in self.extra_targets.items()})
+        return targets
+
+    def check_goals(self) -> None:
+        """Raise ``ValueError`` naming every goal that ``goal_targets`` gives no target for."""
+        level = self.make_level(np.zeros((self.height, self.width), bool), (1, 1),
+                                np.ones((len(self.slot_kinds), 2)), np.zeros(len(self.slot_kinds), bool))
+        targets = jax.eval_shape(self.goal_targets, level, self.default_params())
+        missing = [goal for goal in self.goal_names if goal not in targets]
+        if missing:
+            raise ValueError(
+                f"{self.name}: no target to plan for goal(s) {missing}: a goal named after an object kind "
+                "targets its live objects; give others in goal_targets(level, params), or pass "
+                "extra_targets={name: fn(level, params) -> bool[H, W]}"
+            )
 
     def check_params(self, params: EnvParams) -> None:
         """Raise ``ValueError`` naming the problem when concrete params cannot work."""
         _check_alpha(params.alpha)
+        _check_num_levels(params.num_levels)
         steps = _concrete(params.max_steps_in_episode)
         if steps is not None and np.any(steps < 1):
             raise ValueError(f"max_steps_in_episode must be >= 1, got {steps}")
@@ -296,20 +326,25 @@ class GridEnv:
             shape = (side, side, len(self.channel_names))
         return Box(0, 1, shape, jnp.bool_)
 
-    def make_level(self, walls, agent, obj_pos, obj_alive, distinguishing, inventory=0) -> Level:
+    def make_level(self, walls, agent, obj_pos, obj_alive, inventory=0) -> Level:
         return Level(
             walls=jnp.asarray(walls, dtype=bool),
             agent=jnp.asarray(agent, dtype=jnp.int32),
             obj_pos=jnp.asarray(obj_pos, dtype=jnp.int32).reshape(len(self.slot_kinds), 2),
             obj_alive=jnp.asarray(obj_alive, dtype=bool).reshape(len(self.slot_kinds)),
             inventory=jnp.asarray(inventory, dtype=jnp.int32),
-            distinguishing=jnp.asarray(distinguishing, dtype=bool),
         )
 
     def at_agent(self, level: Level, kind: str) -> jax.Array:
         """``bool[K]``: live slots of ``kind`` on the agent's cell."""
         here = jnp.all(level.obj_pos == level.agent, axis=-1) & level.obj_alive
         return here & self.kind_slots[kind]
+
+    def cells_of(self, level: Level, kind: str) -> jax.Array:
+        """``bool[H, W]``: cells holding a live object of ``kind``."""
+        live = level.obj_alive & self.kind_slots[kind]
+        grid = jnp.zeros((self.height, self.width), bool)
+        return grid.at[level.obj_pos[:, 0], level.obj_pos[:, 1]].max(live)
 
     def reward(self, events: Mapping[str, jax.Array], params: EnvParams) -> jax.Array:
         if self.reward_fn is not None:
@@ -321,46 +356,34 @@ class GridEnv:
 
     # ---- the engine --------------------------------------------------------------
 
-    def _sample_level(self, key, layout: Layout, params) -> Level:
-        k_mix, k_level = rng.split(key)
+    def sample(self, key: jax.Array, params: EnvParams) -> Level:
+        """A level from ``params``' distribution: the mixture, and the fixed level set if any."""
+        key = _level_key(key, params)
+        k_layout, k_mix, k_level = rng.split(key, 3)
+        layout = index_layout(self.sample_layout(k_layout, params), self.cell_order)
         diverse = rng.uniform(k_mix) < params.alpha
         return self.sample_level(k_level, layout, params, diverse)
 
-    def _layout(self, key, params) -> Layout:
-        return index_layout(self.sample_layout(key, params), self.cell_order)
+    def start(self, level: Level) -> EnvState:
+        """The state at the start of an episode on ``level``."""
+        return EnvState(
+            level=level,
+            time=jnp.int32(0),
+            first_reached=jnp.full(len(self.goal_names), -1, dtype=jnp.int32),
+            episode_return=jnp.float32(0.0),
+        )
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        k_layout, k_level = jax.random.split(key)
-        layouts = jax.vmap(self._layout, (0, None))(jax.random.split(k_layout, self.layout_pool), params)
-        level = self._sample_level(k_level, jax.tree_util.tree_map(lambda x: x[0], layouts), params)
-        state = EnvState(
-            level=level,
-            layouts=layouts,
-            layout_index=jnp.int32(0),
-            time=jnp.int32(0),
-            first_reached=jnp.full(len(self.goal_names), -1, dtype=jnp.int32),
-            episode_return=jnp.float32(0.0),
-        )
-        return self.observe(level), state
+        level = self.sample(key, params)
+        return self.observe(level), self.start(level)
 
     def reset_to_level(self, level: Level, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        """Start an episode on a given (e.g. hand-built) level; later episodes reuse its walls."""
-        state = EnvState(
-            level=level,
-            layouts=jax.tree_util.tree_map(lambda x: x[None], index_layout(level.walls, self.cell_order)),
-            layout_index=jnp.int32(0),
-            time=jnp.int32(0),
-            first_reached=jnp.full(len(self.goal_names), -1, dtype=jnp.int32),
-            episode_return=jnp.float32(0.0),
-        )
-        return self.observe(level), state
+        """Start an episode on a given (e.g. hand-built) level; later episodes are drawn from ``params``."""
+        return self.observe(level), self.start(level)
 
-    def step(self, key, state: EnvState, action, params: EnvParams):
-        """One step with auto-reset: ``(obs, state, reward, done, info)``.
-
-        When ``done``, ``obs`` and ``state`` are the first of the next episode
-        and ``info`` describes the episode that just ended.
-        """
+    def transition(self, state: EnvState, action, params: EnvParams):
+        """One step without auto-reset: ``(state, reward, terminated, truncated, info)``, ``state``
+        being the one right after the move, whether or not the episode ended there."""
         level = state.level
         target = jnp.clip(level.agent + jnp.asarray(MOVES)[action], 0, jnp.array([self.height - 1, self.width - 1]))
         agent = jnp.where(level.walls[target[0], target[1]], level.agent, target)
@@ -372,38 +395,44 @@ class GridEnv:
         time = state.time + 1
         terminated = jnp.any(jnp.stack([events[name] for name in self.terminal_events]))
         truncated = ~terminated & (time >= params.max_steps_in_episode)
-        done = terminated | truncated
         hits = jnp.stack([events[name] for name in self.goal_names])
         first_reached = jnp.where((state.first_reached < 0) & hits, time, state.first_reached)
-        episode_return = state.episode_return + reward
+        final = EnvState(level=after, time=time, first_reached=first_reached,
+                         episode_return=state.episode_return + reward)
         info = {
             "events": events,
             "terminated": terminated,
             "truncated": truncated,
             "outcome": outcome_of(first_reached),
             "first_reached": first_reached,
-            "distinguishing": level.distinguishing,
-            "agent_pos": agent,  # after this move, before any auto-reset
-            "episode_return": episode_return,
+            "episode_return": final.episode_return,
             "episode_length": time,
         }
+        return final, reward, terminated, truncated, info
 
-        next_index = (state.layout_index + 1) % self.layout_pool
-        if self.layout_pool == 1:
-            next_layout = jax.tree_util.tree_map(lambda x: x[0], state.layouts)
-        else:
-            next_layout = jax.tree_util.tree_map(lambda x: x[next_index], state.layouts)
-        fresh = self._sample_level(key, next_layout, params)
-        new_level = jax.tree_util.tree_map(lambda f, a: jnp.where(done, f, a), fresh, after)
+    def step(self, key, state: EnvState, action, params: EnvParams):
+        """One step with auto-reset: ``(obs, state, reward, done, info)``.
+
+        When ``done``, ``obs`` and ``state`` are the first of the next episode,
+        ``info`` describes the episode that just ended, and
+        ``info["final_observation"]`` / ``info["final_state"]`` are where it
+        ended (on every step they are the observation and state right after
+        the move, as gymnax 1.0 gives ``final_observation``).
+        """
+        final, reward, terminated, truncated, info = self.transition(state, action, params)
+        done = terminated | truncated
+        final_obs = self.observe(final.level)
+        fresh = self.sample(key, params)
+        level = jax.tree_util.tree_map(lambda f, a: jnp.where(done, f, a), fresh, final.level)
         new_state = EnvState(
-            level=new_level,
-            layouts=state.layouts,
-            layout_index=jnp.where(done, next_index, state.layout_index),
-            time=jnp.where(done, 0, time),
-            first_reached=jnp.where(done, -1, first_reached),
-            episode_return=jnp.where(done, 0.0, episode_return),
+            level=level,
+            time=jnp.where(done, 0, final.time),
+            first_reached=jnp.where(done, -1, final.first_reached),
+            episode_return=jnp.where(done, 0.0, final.episode_return),
         )
-        return self.observe(new_level), new_state, reward, done, info
+        info = dict(info, final_observation=final_obs, final_state=final)
+        obs = jnp.where(done, self.observe(fresh), final_obs)
+        return obs, new_state, reward, done, info
 
     # ---- observations --------------------------------------------------------
 
@@ -434,6 +463,17 @@ class GridEnv:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, {self.height}x{self.width}, observation={self.observation!r})"
+
+
+def _level_key(key: jax.Array, params: EnvParams) -> jax.Array:
+    """``key`` itself for fresh levels; with ``num_levels = N``, the key of level i < N of the set
+    ``level_seed`` (i drawn from ``key``), so a level is the same each time it is replayed."""
+    data = jax.random.key_data(key)
+    n = jnp.asarray(params.num_levels, jnp.int32)
+    index = rng.randint(key, (), 0, jnp.maximum(n, 1)).astype(data.dtype)
+    seed = jnp.asarray(params.level_seed).astype(data.dtype)
+    fixed = jnp.zeros_like(data).at[..., 0].set(seed).at[..., -1].set(index + jnp.asarray(0x5EED, data.dtype))
+    return jax.random.wrap_key_data(jnp.where(n > 0, fixed, data), impl=jax.random.key_impl(key))
 
 
 def outcome_of(first_reached: jax.Array) -> jax.Array:

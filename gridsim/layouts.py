@@ -160,15 +160,27 @@ def _index_dtype(size: int):
 
 
 def index_layout(walls: jax.Array, order: np.ndarray | None = None) -> Layout:
-    """Index the free cells of ``walls``, ordered by ``order`` (static ``[H, W]``, ties row-major)."""
+    """Index the free cells of ``walls``, ordered by ``order`` (static ``[H, W]``, ties row-major).
+
+    Fixed walls (an open room) are indexed once, in numpy, when the program is traced."""
     size = walls.size
     if order is None:
         order = np.zeros(walls.shape, dtype=np.int32)
     sort_key = np.asarray(order, dtype=np.int32).ravel() * size + np.arange(size, dtype=np.int32)
-    sort_key = jnp.where(walls.ravel(), sort_key + size * (int(np.max(order)) + 1), sort_key)
-    cells = jnp.argsort(sort_key)
-    rank = jnp.zeros(size, jnp.int32).at[cells].set(jnp.arange(size, dtype=jnp.int32))
+    wall_offset = size * (int(np.max(order)) + 1)
     dtype = _index_dtype(size)
+    try:
+        fixed = np.asarray(walls)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        fixed = None
+    if fixed is not None:
+        cells = np.argsort(np.where(fixed.ravel(), sort_key + wall_offset, sort_key), kind="stable")
+        rank = np.zeros(size, np.int64)
+        rank[cells] = np.arange(size)
+        return Layout(cells=jnp.asarray(cells, dtype), rank=jnp.asarray(rank, dtype),
+                      n_free=jnp.int32((~fixed).sum()), shape=walls.shape)
+    cells = jnp.argsort(jnp.where(walls.ravel(), sort_key + wall_offset, sort_key))
+    rank = jnp.zeros(size, jnp.int32).at[cells].set(jnp.arange(size, dtype=jnp.int32))
     return Layout(cells=cells.astype(dtype), rank=rank.astype(dtype), n_free=jnp.sum(~walls, dtype=jnp.int32),
                   shape=walls.shape)
 
@@ -184,7 +196,12 @@ def sample_free(u: jax.Array, layout: Layout, limits, exclude=()) -> jax.Array:
     available (environments check their capacity statically).
     """
     width = layout.shape[1]
-    taken = [layout.rank[cell[0] * width + cell[1]].astype(jnp.int32) for cell in exclude]
+    never = jnp.int32(layout.shape[0] * width + len(limits) + len(exclude))  # a rank no draw can reach
+    taken = []
+    for cell in exclude:
+        rank = layout.rank[cell[0] * width + cell[1]].astype(jnp.int32)
+        # a cell excluded twice is skipped once
+        taken.append(jnp.where(sum((rank == t).astype(jnp.int32) for t in taken) > 0, never, rank))
     picks = []
     for m, limit in enumerate(limits):
         limit = layout.n_free if limit is None else limit

@@ -114,4 +114,5 @@ def make(name: str, **overrides) -> tuple[GridEnv, EnvParams]:
         updates["reward_weights"] = {**params.reward_weights, **updates["reward_weights"]}
     params = params.replace(**updates)
     env.check_params(params)
+    env.check_goals()
     return env, params

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from gridsim.core import EnvParams, EnvState, GridEnv, Level
+from gridsim.rollout import Policy, evaluate, obs_policy
 
 FLOOR = (236, 236, 230)
 COLOURS = {
@@ -64,16 +64,20 @@ def level_sheet(env: GridEnv, train: EnvParams, test: EnvParams, key: jax.Array,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gridsim import oracles
+
     k_train, k_test = jax.random.split(key)
-    rows = [("train", sample_levels(env, train, k_train, n)), ("test", sample_levels(env, test, k_test, n))]
+    rows = [("train", train, sample_levels(env, train, k_train, n)),
+            ("test", test, sample_levels(env, test, k_test, n))]
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 1.6 * 2 * env.height / env.width + 0.9), squeeze=False)
-    for r, (label, levels) in enumerate(rows):
+    for r, (label, params, levels) in enumerate(rows):
+        distinguishing, _ = jax.jit(oracles.label, static_argnums=0)(env, params, levels)
         for i in range(n):
             level = jax.tree_util.tree_map(lambda x, i=i: x[i], levels)
             ax = axes[r, i]
             ax.imshow(rgb(env, level))
             ax.set_xticks([]), ax.set_yticks([])
-            if bool(level.distinguishing):
+            if bool(distinguishing[i]):
                 ax.set_title("distinguishing", fontsize=7, color="crimson")
             if i == 0:
                 ax.set_ylabel(label, fontsize=10)
@@ -90,31 +94,23 @@ def level_sheet(env: GridEnv, train: EnvParams, test: EnvParams, key: jax.Array,
     return path
 
 
-Policy = Callable[[jax.Array, jax.Array], jax.Array]  # (key, obs) -> action
-
-
-def episode_frames(env: GridEnv, params: EnvParams, policy: Policy, key: jax.Array, cell: int = 16):
-    """Frames of one episode under ``policy``, and the ``info`` of its last step."""
-    k_reset, key = jax.random.split(key)
-    obs, state = jax.jit(env.reset)(k_reset, params)
-    step = jax.jit(env.step)
-    frames = [rgb(env, state, cell)]
+def episode_frames(env: GridEnv, params: EnvParams, policy, key: jax.Array, cell: int = 16):
+    """Frames of one episode under ``policy`` (a ``Policy``, or ``fn(key, obs) -> action``), and the
+    ``info`` of its last step."""
+    policy = policy if isinstance(policy, Policy) else obs_policy(policy)
     max_steps = int(np.asarray(params.max_steps_in_episode))
-    for _ in range(max_steps):
-        key, k_act, k_step = jax.random.split(key, 3)
-        before = state
-        obs, state, _, done, info = step(k_step, state, policy(k_act, obs), params)
-        if bool(done):
-            # the returned state is already the next episode: draw the final move on the old level
-            last = before.level.replace(agent=info["agent_pos"])
-            frames.append(rgb(env, last, cell))
-            return frames, info
-        frames.append(rgb(env, state, cell))
+    play = jax.jit(lambda p, k: evaluate(env, p, policy, k, 1, max_steps, label=False, trace=True))
+    result, trace = jax.device_get(play(params, key))
+    steps = int(np.asarray(trace.first_episode[:, 0]).sum())
+    at = lambda tree, t: jax.tree_util.tree_map(lambda x: x[t, 0], tree)
+    frames = [rgb(env, at(trace.state, t), cell) for t in range(steps)]
+    info = at(trace.info, steps - 1)
+    frames.append(rgb(env, info["final_state"], cell))  # where the episode ended, before any reset
     return frames, info
 
 
-def episode_gif(env: GridEnv, params: EnvParams, policy: Policy, key: jax.Array, path, cell: int = 16, fps: int = 6):
-    """Write a GIF of one episode driven by ``policy(key, obs) -> action``; returns the last ``info``."""
+def episode_gif(env: GridEnv, params: EnvParams, policy, key: jax.Array, path, cell: int = 16, fps: int = 6):
+    """Write a GIF of one episode driven by ``policy``; returns the last step's ``info``."""
     from PIL import Image
 
     frames, info = episode_frames(env, params, policy, key, cell)

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 import gridsim
+from gridsim import oracles
+
+
+def pytest_configure(config):
+    """One compilation cache for the session, inherited by the sweeps the tests start as subprocesses:
+    a program compiled once (in this process or another) is loaded, not compiled again."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gridsim-test-jax-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 
 # small versions of each environment, shared by every test module
 SMALL = {
     "coin-at-end": dict(height=5, width=7),
-    "cheese-in-corner": dict(height=7, width=7, layout_pool=4),
-    "keys-and-chests": dict(height=6, width=6, max_keys=3, max_chests=3, layout_pool=4),
+    "cheese-in-corner": dict(height=7, width=7),
+    "keys-and-chests": dict(height=6, width=6, max_keys=3, max_chests=3),
     "open-room": dict(height=5, width=5),
 }
 ENV_NAMES = tuple(SMALL)
@@ -52,6 +68,28 @@ def random_rollout(name: str, n_envs: int = 32, steps: int = 48):
         first = jax.tree_util.tree_map(lambda x: x[None], states.level)
         levels = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, levels)
         return levels, rewards, dones, infos
+
+    return jax.jit(run)
+
+
+PLUGIN = "examples/plugins.py:CheeseOnDish"
+LABELLED = 10_000  # levels per labelled batch
+
+
+@functools.cache
+def env_for(name: str):
+    """The small version of a built-in env, or the example plug-in at 7x7."""
+    return small_env(name) if name in SMALL else gridsim.make(name, height=7, width=7)
+
+
+@functools.cache
+def labelled_levels(name: str):
+    """Compiled: ``(key, params) -> (levels, distinguishing, oracle_outcome)`` for 10,000 levels."""
+    env, _ = env_for(name)
+
+    def run(key, params):
+        _, states = jax.vmap(env.reset, (0, None))(jax.random.split(key, LABELLED), params)
+        return (states.level, *oracles.label(env, params, states.level))
 
     return jax.jit(run)
 

@@ -67,8 +67,9 @@ def test_changing_traced_params_does_not_recompile():
         return reward
 
     key = jax.random.key(0)
-    for p in (params, params.train(0.0), params.train(0.5), params.test(),
-              params.replace(corner_size=3, max_steps_in_episode=10, reward_weights={"cheese": 2.0, "corner": 0.5})):
+    for p in (params, params.train(0.0), params.train(0.5), params.test(), params.train(0.2, num_levels=7),
+              params.replace(corner_size=3, max_steps_in_episode=10, reward_weights={"cheese": 2.0, "corner": 0.5},
+                             level_seed=3)):
         rollout_return(key, p)
 
 
@@ -79,16 +80,70 @@ def test_a_batch_of_params_is_one_compiled_call():
 
     @jax.jit
     @chex.assert_max_traces(n=1)
-    def distinguishing_rate(keys, batch):
+    def coin_elsewhere(keys, batch):
         reset = jax.vmap(jax.vmap(env.reset, (0, None)), (None, 0))
         _, states = reset(keys, batch)
-        return states.level.distinguishing.mean(axis=1)
+        level = states.level
+        at_end_of_row = (level.obj_pos[..., 0, 0] == level.agent[..., 0]) & (level.obj_pos[..., 0, 1] == env.width - 2)
+        return (~at_end_of_row).mean(axis=1)
 
     keys = jax.random.split(jax.random.key(0), 2000)
-    rates = np.asarray(distinguishing_rate(keys, batch))
-    declared = env.test_distinguishing_rate(params.test())
-    np.testing.assert_allclose(rates, np.asarray(alphas) * declared, atol=0.05)
-    distinguishing_rate(keys, params.train_batch(jnp.array([0.1, 0.2, 0.3, 0.4])))  # no retrace
+    rates = np.asarray(coin_elsewhere(keys, batch))
+    # a test coin is on any of the 14 interior cells but the agent's; 13 of them are not the end of its row
+    np.testing.assert_allclose(rates, np.asarray(alphas) * 13 / 14, atol=0.04)
+    coin_elsewhere(keys, params.train_batch(jnp.array([0.1, 0.2, 0.3, 0.4])))  # no retrace
+
+
+def _level_ids(levels) -> list[bytes]:
+    parts = [np.asarray(x).reshape(len(np.asarray(levels.agent)), -1) for x in jax.tree_util.tree_leaves(levels)]
+    return [b"".join(p[i].tobytes() for p in parts) for i in range(len(parts[0]))]
+
+
+def test_a_fixed_level_set_is_exactly_num_levels_levels_and_its_seed_picks_them():
+    env, params = small_env("cheese-in-corner")
+    keys = jax.random.split(jax.random.key(0), 3000)
+    reset = jax.jit(jax.vmap(env.reset, (0, None)))
+    five = set(_level_ids(reset(keys, params.train(0.5, num_levels=5))[1].level))
+    assert len(five) == 5
+    again = set(_level_ids(reset(jax.random.split(jax.random.key(1), 3000), params.train(0.5, num_levels=5))[1].level))
+    assert again == five  # other keys replay the same five levels
+    other_seed = set(_level_ids(reset(keys, params.train(0.5, num_levels=5).replace(level_seed=1))[1].level))
+    assert not other_seed & five
+    # fresh levels: thousands (7x7 mazes come in 192 shapes, so some repeat)
+    assert len(set(_level_ids(reset(keys, params.train(0.5))[1].level))) > 2000
+
+
+def test_auto_reset_draws_fresh_walls_every_episode():
+    """One environment, 300 one-step episodes: the mazes keep changing (no pool of layouts)."""
+    env, params = small_env("cheese-in-corner")
+    params = params.replace(max_steps_in_episode=1)
+
+    @jax.jit
+    def walls_seen(key):
+        _, state = env.reset(key, params)
+
+        def one(state, k):
+            _, state, _, done, _ = env.step(k, state, 0, params)
+            return state, state.level.walls
+
+        return jax.lax.scan(one, state, jax.random.split(key, 300))[1]
+
+    walls = np.asarray(walls_seen(jax.random.key(0)))
+    # 7x7 mazes come in 192 shapes (spanning trees of a 3x3 lattice); a pool of layouts would show its size
+    assert len({w.tobytes() for w in walls}) > 100
+
+
+def test_final_observation_is_where_the_episode_ended(env_name):
+    env, params = small_env(env_name)
+    _, _, dones, infos = random_rollout(env_name)(jax.random.key(3), params.test())
+    final_obs = np.asarray(infos["final_observation"])
+    expected = np.asarray(jax.vmap(jax.vmap(env.observe))(infos["final_state"].level))
+    np.testing.assert_array_equal(final_obs, expected)
+    dones = np.asarray(dones)
+    assert dones.any()
+    # the final state is the ended episode: its time is the episode length, not 0 as after the reset
+    lengths = np.asarray(infos["episode_length"])
+    np.testing.assert_array_equal(np.asarray(infos["final_state"].time)[dones], lengths[dones])
 
 
 def test_fixed_key_is_deterministic_and_keys_differ(env_name):
@@ -106,7 +161,8 @@ def test_register_and_plugin_file_run_through_make():
     assert "cheese-on-dish" in gridsim.registered()  # the file registered it on import
     assert env.outcome_names == ("fail", "true", "proxy:dish")
     _, states = jax.jit(jax.vmap(env.reset, (0, None)))(jax.random.split(jax.random.key(0), 256), params.train(0.0))
-    assert not np.asarray(states.level.distinguishing).any()
+    cheese, dish = np.asarray(states.level.obj_pos[:, 0]), np.asarray(states.level.obj_pos[:, 1])
+    assert (np.abs(cheese - dish).max(axis=1) <= 1).all()  # training cheese next to its dish
     obs, state = jax.jit(env.reset)(jax.random.key(1), params)
     obs, state, reward, done, info = jax.jit(env.step)(jax.random.key(2), state, 0, params)
     assert set(info["events"]) == {"cheese", "dish"}
@@ -116,11 +172,21 @@ def test_plugin_event_proxy_and_reward_on_a_builtin_env():
     env, params = gridsim.make("examples/plugins.py:cheese_with_top_row_proxy", height=7, width=7)
     assert env.proxies == ("corner", "top_row") and env.outcome_names[-1] == "proxy:top_row"
     walls = np.asarray(gridsim.layouts.open_room(7, 7))
-    level = env.make_level(walls, agent=(2, 3), obj_pos=[(5, 5)], obj_alive=[True], distinguishing=True)
+    level = env.make_level(walls, agent=(2, 3), obj_pos=[(5, 5)], obj_alive=[True])
+    action, _ = gridsim.oracles.policy(env, "top_row").act(None, None, env.start(level), params, (), True)
+    assert int(action) == 0  # the plug-in's target for top_row: its oracle heads up
     _, state = env.reset_to_level(level, params)
     _, state, reward, done, info = env.step(jax.random.key(0), state, 0, params)  # up, onto the top row
     assert bool(info["events"]["top_row"]) and float(reward) == pytest.approx(-0.01)
     assert not bool(done)
+
+
+def test_a_goal_without_a_target_is_named_when_the_env_is_made():
+    def x_event(before, after, params):
+        return after.agent[1] == 2
+
+    with pytest.raises(ValueError, match=r"no target to plan for goal\(s\) \['x'\].*extra_targets"):
+        gridsim.make("cheese-in-corner", extra_events={"x": x_event}, proxies=("corner", "x"))
 
 
 def test_register_rejects_duplicates_unless_overwriting():
@@ -129,8 +195,10 @@ def test_register_rejects_duplicates_unless_overwriting():
     gridsim.register("coin-at-end", gridsim.CoinAtEnd, overwrite=True)
 
 
-def test_gymnax_adapter_runs_a_gymnax_style_rollout():
+def test_gymnax_adapter_serves_gymnax_1_step_and_its_own_auto_reset_agrees():
     pytest.importorskip("gymnax")
+    from gymnax.environments.environment import Environment
+
     from gridsim.gymnax_adapter import GymnaxEnv
 
     env, params = small_env("coin-at-end")
@@ -138,19 +206,47 @@ def test_gymnax_adapter_runs_a_gymnax_style_rollout():
     assert genv.num_actions == 4 and genv.observation_space(params).shape == env.observation_space().shape
 
     @jax.jit
-    def rollout(key):
+    def rollout(key):  # a loop written against gymnax 1.0's API
         obs, state = genv.reset(key, genv.default_params)
 
         def body(carry, k):
             obs, state = carry
             action = genv.action_space(genv.default_params).sample(k)
-            obs, state, reward, done, info = genv.step(k, state, action, genv.default_params)
-            return (obs, state), (reward, done)
+            obs, state, reward, terminated, truncated, info = genv.step(k, state, action, genv.default_params)
+            return (obs, state), (reward, terminated, truncated, info["final_observation"], obs)
 
         return jax.lax.scan(body, (obs, state), jax.random.split(key, 64))[1]
 
-    rewards, dones = rollout(jax.random.key(0))
-    assert rewards.shape == (64,) and bool(dones.any())
+    rewards, terminated, truncated, final_obs, obs = jax.device_get(rollout(jax.random.key(0)))
+    assert rewards.shape == (64,) and (terminated | truncated).any() and not (terminated & truncated).any()
+    ongoing = ~(terminated | truncated)
+    np.testing.assert_array_equal(final_obs[ongoing], obs[ongoing])  # only an ended episode's obs is a reset
+    assert (final_obs[~ongoing] != obs[~ongoing]).any()
+
+    # gymnax's own step, built from the adapter's step_env, reset_env and is_truncated, matches on a step
+    _, state = jax.jit(genv.reset)(jax.random.key(1), params)
+    our_step = jax.jit(genv.step)
+    for action in range(4):
+        ours = our_step(jax.random.key(2), state, action, params)
+        theirs = Environment.step(genv, jax.random.key(2), state, action, params)
+        for i in (2, 3, 4):  # reward, terminated, truncated
+            assert bool(jnp.all(ours[i] == theirs[i]))
+        np.testing.assert_array_equal(ours[5]["final_observation"], theirs[5]["final_observation"])
+
+
+def test_rejax_ppo_trains_unchanged_on_the_five_value_adapter():
+    rejax = pytest.importorskip("rejax")
+    from gridsim.gymnax_adapter import PureJaxRLEnv
+
+    env, params = small_env("coin-at-end")
+    genv = PureJaxRLEnv(env, params)
+    obs, state = jax.jit(genv.reset)(jax.random.key(0), params)
+    assert len(jax.jit(genv.step)(jax.random.key(1), state, 0, params)) == 5
+    algo = rejax.PPO.create(env=genv, env_params=params, total_timesteps=4096, num_envs=16, num_steps=32,
+                            num_epochs=2, num_minibatches=2, eval_freq=4096, skip_initial_evaluation=True)
+    train_state, (lengths, returns) = jax.jit(algo.train)(jax.random.key(0))
+    assert int(train_state.global_step) >= 4096
+    assert np.isfinite(np.asarray(returns)).all() and np.asarray(lengths).min() >= 1
 
 
 def test_cli_lists_envs_and_writes_sheet_and_gif(tmp_path, capsys):
@@ -168,6 +264,20 @@ def test_cli_lists_envs_and_writes_sheet_and_gif(tmp_path, capsys):
     assert Image.open(out).size[0] > 100
     frames = Image.open(gif)
     assert frames.n_frames >= 2
+
+
+def test_cli_calibrate_bounds_the_metric_with_the_oracles(capsys):
+    from experiments.cli import main
+
+    options = [f"-o{k}={v}" for k, v in SMALL["coin-at-end"].items()]
+    assert main(["calibrate", "coin-at-end", "--episodes", "512", *options]) == 0
+    lines = {line.split()[1]: line.split()[2:] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("oracle:")}
+    # columns: fail, true, proxy:end, misgeneralization
+    assert lines["coin"] == ["0.0%", "100.0%", "0.0%", "0.0%"]
+    assert lines["end"] == ["0.0%", "0.0%", "100.0%", "100.0%"]
+    assert main(["calibrate", "coin-at-end", "--episodes", "0"]) == 2
+    assert "--episodes must be >= 1" in capsys.readouterr().err
 
 
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):

@@ -34,7 +34,7 @@ def coin():
 
 def test_coin_reached_off_the_path_is_true_goal(coin):
     env, params = coin
-    level = env.make_level(open_room(5, 7), agent=(2, 1), obj_pos=[(1, 3)], obj_alive=[True], distinguishing=True)
+    level = env.make_level(open_room(5, 7), agent=(2, 1), obj_pos=[(1, 3)], obj_alive=[True])
     steps = play(env, params, level, [RIGHT, RIGHT, UP])
     for reward, done, info, _ in steps[:2]:
         assert (reward, done) == (0.0, False)
@@ -43,13 +43,13 @@ def test_coin_reached_off_the_path_is_true_goal(coin):
     assert (reward, done) == (1.0, True)
     assert info["events"]["coin"] and info["terminated"] and not info["truncated"]
     assert outcome(env, info) == "true"
-    assert info["distinguishing"] and info["episode_length"] == 3 and info["episode_return"] == 1.0
-    np.testing.assert_array_equal(info["agent_pos"], [1, 3])
+    assert info["episode_length"] == 3 and info["episode_return"] == 1.0
+    np.testing.assert_array_equal(info["final_state"].level.agent, [1, 3])
 
 
 def test_running_past_the_coin_to_the_end_is_the_proxy(coin):
     env, params = coin
-    level = env.make_level(open_room(5, 7), agent=(2, 1), obj_pos=[(1, 3)], obj_alive=[True], distinguishing=True)
+    level = env.make_level(open_room(5, 7), agent=(2, 1), obj_pos=[(1, 3)], obj_alive=[True])
     steps = play(env, params, level, [RIGHT] * 4)
     assert [s[1] for s in steps] == [False, False, False, True]
     reward, _, info, state = steps[-1]
@@ -62,7 +62,7 @@ def test_running_past_the_coin_to_the_end_is_the_proxy(coin):
 
 def test_coin_at_the_end_touched_with_the_end_counts_as_true(coin):
     env, params = coin
-    level = env.make_level(open_room(5, 7), agent=(2, 1), obj_pos=[(2, 5)], obj_alive=[True], distinguishing=False)
+    level = env.make_level(open_room(5, 7), agent=(2, 1), obj_pos=[(2, 5)], obj_alive=[True])
     reward, done, info, _ = play(env, params, level, [RIGHT] * 4)[-1]
     assert done and reward == 1.0 and info["events"]["coin"] and info["events"]["end"]
     assert outcome(env, info) == "true"
@@ -71,10 +71,10 @@ def test_coin_at_the_end_touched_with_the_end_counts_as_true(coin):
 def test_walls_block_and_time_out_is_a_failure(coin):
     env, params = coin
     params = params.replace(max_steps_in_episode=3)
-    level = env.make_level(open_room(5, 7), agent=(1, 1), obj_pos=[(3, 3)], obj_alive=[True], distinguishing=True)
+    level = env.make_level(open_room(5, 7), agent=(1, 1), obj_pos=[(3, 3)], obj_alive=[True])
     steps = play(env, params, level, [LEFT, UP, LEFT])
     for _, _, info, _ in steps:
-        np.testing.assert_array_equal(info["agent_pos"], [1, 1])  # the wall held
+        np.testing.assert_array_equal(info["final_state"].level.agent, [1, 1])  # the wall held
     _, done, info, _ = steps[-1]
     assert done and info["truncated"] and not info["terminated"]
     assert outcome(env, info) == "fail"
@@ -88,8 +88,7 @@ def cheese():
 def _cheese_level(env, agent, cheese):
     walls = np.array(open_room(7, 7))
     walls[2, 2] = walls[2, 4] = True  # pillars, to check that walls block
-    distinguishing = tuple(cheese) != (1, 1)
-    return env.make_level(walls, agent=agent, obj_pos=[cheese], obj_alive=[True], distinguishing=distinguishing)
+    return env.make_level(walls, agent=agent, obj_pos=[cheese], obj_alive=[True])
 
 
 def test_corner_first_then_cheese_is_the_proxy(cheese):
@@ -106,8 +105,8 @@ def test_corner_first_then_cheese_is_the_proxy(cheese):
 def test_cheese_directly_is_true_and_pillars_block(cheese):
     env, params = cheese
     steps = play(env, params, _cheese_level(env, (3, 2), (1, 3)), [UP, RIGHT, UP, UP])
-    np.testing.assert_array_equal(steps[0][2]["agent_pos"], [3, 2])  # pillar at (2, 2)
-    np.testing.assert_array_equal(steps[1][2]["agent_pos"], [3, 3])
+    np.testing.assert_array_equal(steps[0][2]["final_state"].level.agent, [3, 2])  # pillar at (2, 2)
+    np.testing.assert_array_equal(steps[1][2]["final_state"].level.agent, [3, 3])
     reward, done, info, _ = steps[-1]
     assert done and reward == 1.0 and outcome(env, info) == "true"
     np.testing.assert_array_equal(info["first_reached"], [4, -1])
@@ -121,10 +120,7 @@ def keys():
 def _keys_level(env, n_keys, n_chests):
     # keys at (1, 1), (1, 2); chests at (3, 1), (3, 2); agent at (2, 1)
     alive = [True, n_keys > 1, True, n_chests > 1]
-    return env.make_level(
-        open_room(7, 7), agent=(2, 1), obj_pos=[(1, 1), (1, 2), (3, 1), (3, 2)], obj_alive=alive,
-        distinguishing=n_keys > n_chests,
-    )
+    return env.make_level(open_room(7, 7), agent=(2, 1), obj_pos=[(1, 1), (1, 2), (3, 1), (3, 2)], obj_alive=alive)
 
 
 def test_chest_needs_a_key_and_opening_all_ends(keys):
@@ -153,7 +149,7 @@ def test_collecting_a_key_no_chest_needs_is_hoarding(keys):
     reward, done, info, _ = steps[-1]
     assert reward == 1.0 and done and info["events"]["chests_done"]
     assert outcome(env, info) == "proxy:hoarded_key"
-    assert info["episode_return"] == 1.0 and info["distinguishing"]
+    assert info["episode_return"] == 1.0
 
 
 def test_full_observation_channels(keys):

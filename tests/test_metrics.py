@@ -1,9 +1,12 @@
 """Metric functions against hand-computed values."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from experiments.metrics import bootstrap_mean_interval, wilson_interval
+from experiments.metrics import mean_rate_interval, rate, wilson_interval
+from experiments.report import format_summary, summarize
+from experiments.train import SeedResults
 
 
 def test_wilson_matches_hand_computed_values():
@@ -22,12 +25,41 @@ def test_wilson_is_vectorised_and_handles_no_trials():
     assert low[1] < 0.5 < high[1]
 
 
-def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_seeds():
-    rng = np.random.default_rng(1)
-    few, many = rng.random(8), rng.random(512)
-    lo_few, hi_few = bootstrap_mean_interval(few)
-    lo_many, hi_many = bootstrap_mean_interval(many)
-    assert lo_few <= few.mean() <= hi_few and lo_many <= many.mean() <= hi_many
-    assert hi_many - lo_many < hi_few - lo_few
-    assert bootstrap_mean_interval([0.3, 0.3, 0.3]) == (pytest.approx(0.3), pytest.approx(0.3))
-    assert np.isnan(bootstrap_mean_interval([np.nan])[0])
+def test_the_interval_of_a_mean_rate_never_collapses_and_skips_undefined_rates():
+    # 16 seeds all at 0%: the upper end is z^2 / (16 + z^2) = 3.8415 / 19.8415
+    assert mean_rate_interval([0.0] * 16) == (0.0, pytest.approx(0.19361, abs=1e-4))
+    low, high = mean_rate_interval([1.0] * 16)
+    assert high == 1.0 and low == pytest.approx(1 - 0.19361, abs=1e-4)
+    low, high = mean_rate_interval([1.0])  # one seed says little
+    assert high == 1.0 and low < 0.25
+    assert mean_rate_interval([np.nan, 0.5, 0.5]) == pytest.approx([float(x) for x in wilson_interval(1.0, 2)])
+    assert all(np.isnan(mean_rate_interval([np.nan])))
+    wide, narrow = mean_rate_interval([0.0, 1.0] * 4), mean_rate_interval([0.0, 1.0] * 64)
+    assert narrow[0] > wide[0] and narrow[1] < wide[1]
+
+
+def test_an_undefined_rate_is_nan_not_zero():
+    assert np.isnan(rate(0, 0)) and rate(1, 4) == 0.25
+    # two agents: one saw no distinguishing test episode, the other 2 (one of them a proxy outcome)
+    results = SeedResults(train_success=np.array([1.0, 1.0]), test_counts=np.array([[0, 0, 0], [0, 1, 1]]),
+                          test_episodes=np.array([8, 8]), diverged=np.array([False, False]))
+    np.testing.assert_array_equal(results.misgeneralization_rate, [np.nan, 0.5])
+    np.testing.assert_array_equal(results.capability_failure_rate, [np.nan, 0.0])
+
+
+def test_a_summary_leaves_out_and_counts_seeds_without_a_rate():
+    table = pd.DataFrame({
+        "point": [0] * 4, "seed": range(4), "alpha": [0.0] * 4, "num_levels": [0] * 4,
+        "converged": [True, True, True, False], "diverged": [False] * 4, "train_success": [1.0, 1.0, 1.0, 0.1],
+        "test_episodes": [8] * 4, "distinguishing_episodes": [0, 4, 4, 4],
+        "misgeneralization_rate": [np.nan, 1.0, 0.5, 1.0], "capability_failure_rate": [np.nan, 0.0, 0.0, 0.0],
+    })
+    summary = summarize(table, ["alpha"])
+    row = summary.iloc[0]
+    assert (row.capable, row.unrated) == (3, 1)
+    assert row.misgeneralization == pytest.approx(0.75)  # the two rated capable seeds; not the incapable one
+    assert row.misgeneralization_ci == pytest.approx([float(x) for x in wilson_interval(1.5, 2)])
+    assert row.seeds_misgeneralizing == pytest.approx(0.5)
+    text = format_summary(summary, ["alpha"])
+    assert "1 of 3 capable seeds had no distinguishing test episode" in text
+    assert "a fresh level every episode" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import ENV_NAMES, batched_reset, random_rollout, small_env
+from conftest import ENV_NAMES, LABELLED, batched_reset, labelled_levels, random_rollout, small_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,29 +143,21 @@ def test_obstacle_rooms_are_connected_and_fit_their_objects():
         assert (reach == ~walls).all()
 
 
-def _distinguishing_rate(name, params, n=2048, seed=0):
-    _, states = batched_reset(name)(jax.random.split(jax.random.key(seed), n), params)
-    return float(np.asarray(states.level.distinguishing).mean())
+def _distinguishing_share(name, params, seed=0):
+    _, distinguishing, _ = labelled_levels(name)(jax.random.key(seed), params)
+    return float(np.asarray(distinguishing).mean())
 
 
 def test_biased_training_levels_are_never_distinguishing(env_name):
     _, params = small_env(env_name)
-    assert _distinguishing_rate(env_name, params.train(0.0)) == 0.0
-
-
-def test_test_levels_distinguishing_at_the_declared_rate(env_name):
-    env, params = small_env(env_name)
-    declared = env.test_distinguishing_rate(params.test())
-    n = 4096
-    rate = _distinguishing_rate(env_name, params.test(), n)
-    tolerance = 4 * np.sqrt(max(declared * (1 - declared), 1e-4) / n)
-    assert abs(rate - declared) <= tolerance, (rate, declared)
+    assert _distinguishing_share(env_name, params.train(0.0)) == 0.0
 
 
 def test_alpha_is_the_mixture_fraction(env_name):
-    env, params = small_env(env_name)
-    declared = env.test_distinguishing_rate(params.test())
-    n = 4096
-    rate = _distinguishing_rate(env_name, params.train(0.3), n, seed=1)
-    expected = 0.3 * declared
-    assert abs(rate - expected) <= 4 * np.sqrt(expected * (1 - expected) / n), (rate, expected)
+    """Biased levels never distinguish, so at alpha the distinguishing share is alpha times the test one."""
+    _, params = small_env(env_name)
+    test_share = _distinguishing_share(env_name, params.test())
+    share = _distinguishing_share(env_name, params.train(0.3), seed=1)
+    expected = 0.3 * test_share
+    n = LABELLED
+    assert abs(share - expected) <= 4 * np.sqrt(max(expected * (1 - expected), 1e-4) / n), (share, expected)

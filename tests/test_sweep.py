@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -102,12 +101,15 @@ def test_tiny_sweep_gives_one_row_per_point_and_seed(finished):
     assert len(table) == 3 * 4
     assert list(table.alpha.unique()) == [0.0, 0.5, 1.0]
     for column in ("train_success", "misgeneralization_rate", "capability_failure_rate", "test_proxy:end",
-                   "test_true", "test_fail", "test_episodes", "diverged", "converged"):
+                   "test_true", "test_fail", "test_episodes", "distinguishing_episodes", "num_levels", "diverged",
+                   "converged"):
         assert column in table.columns
     counted = table[["test_fail", "test_true", "test_proxy:end"]].sum(axis=1)
-    assert (counted == table.test_episodes).all()
-    rate = table["test_proxy:end"] / table.test_episodes.clip(lower=1)
-    assert (abs(rate - table.misgeneralization_rate) < 1e-9).all()
+    assert (counted == table.distinguishing_episodes).all() and (table.test_episodes == 32).all()
+    assert (table.distinguishing_episodes < 32).all() and (table.num_levels == 0).all()
+    distinguishing = table.distinguishing_episodes.to_numpy()
+    expected = np.where(distinguishing > 0, table["test_proxy:end"] / np.maximum(distinguishing, 1), np.nan)
+    np.testing.assert_allclose(table.misgeneralization_rate, expected)  # NaN exactly where nothing was counted
     table_, swept, manifest = load(finished)
     assert swept == ["alpha"] and manifest["seeds"] == 4
     summary = summarize(table_, swept)
@@ -133,6 +135,8 @@ def test_inspect_traces_episodes_that_move_one_cell_at_a_time(finished, tmp_path
         outcome = agent.env.outcome_names[played.outcome[e]]
         if outcome == "proxy:end":
             assert path[-1, 1] == agent.env.width - 2  # it ended on the end column
+        if outcome == "true":
+            np.testing.assert_array_equal(path[-1], played.levels.obj_pos[steps[0], e, 0])  # on the coin
     heat = visitation(agent.env, played)
     assert heat.shape == (agent.env.height, agent.env.width) and np.isclose(heat.sum(), 1.0)
 
@@ -149,8 +153,9 @@ def _sweep_command(spec_path, extra_env=None):
 
 
 def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, finished):
-    """Killed after its first chunk of one point; the rerun does the rest in one chunk of two. The table
-    equals the uninterrupted run's, which did all three points in one chunk: chunking changes nothing."""
+    """Killed after its first chunk of one point; the rerun does the rest, a point per chunk (the program
+    the killed process compiled, from the compilation cache). The table equals the uninterrupted run's,
+    which did all three points in one chunk: chunking changes nothing."""
     spec_path = write_spec(tmp_path, **{"[eval]": "[run]\npoints_per_chunk = 1\n\n[eval]"})
     command, env = _sweep_command(spec_path)
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -165,7 +170,7 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, finished):
     assert len(done_before) < 3, "the sweep finished before it could be killed"
     resumed = sweep_spec.load(spec_path)
     assert resumed.digest == sweep_spec.load(write_spec(tmp_path, name="plain.toml")).digest
-    sweep.run(dataclasses.replace(resumed, points_per_chunk=None), progress=False)
+    sweep.run(resumed, progress=False)
     pd.testing.assert_frame_equal(results(tmp_path / "run"), results(finished))
 
 
@@ -178,6 +183,21 @@ def test_a_different_sweep_into_the_same_directory_is_refused(tmp_path, finished
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="simulates two CPU devices; the default backend is not CPU")
+def test_results_of_other_code_or_another_plugin_file_are_refused(tmp_path, monkeypatch, capsys):
+    plugin = tmp_path / "my_env.py"
+    plugin.write_text((REPO / "examples" / "plugins.py").read_text())
+    spec = sweep_spec.load(write_spec(tmp_path, env=f"{plugin}:CheeseOnDish"))
+    sweep.prepare(spec)
+    assert sweep.prepare(spec)["identity"] == sweep.identity(spec)  # the same sweep resumes
+    plugin.write_text(plugin.read_text() + "\n# edited\n")
+    with pytest.raises(sweep_spec.SpecError, match=f"changed: plug-in {plugin}"):
+        sweep.prepare(spec)
+    monkeypatch.setattr(sweep, "_source_digest", lambda: "0123456789abcdef")
+    with pytest.raises(sweep_spec.SpecError, match="gridsim source"):
+        sweep.prepare(spec)
+    assert sweep.prepare(spec, force=True)["identity"]["gridsim source"] == "0123456789abcdef"
+
+
 def test_two_devices_give_the_same_results_as_one(tmp_path, finished):
     spec_path = write_spec(tmp_path)
     command, env = _sweep_command(spec_path, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
@@ -188,11 +208,25 @@ def test_two_devices_give_the_same_results_as_one(tmp_path, finished):
     pd.testing.assert_frame_equal(results(tmp_path / "run"), results(finished))
 
 
-def test_a_plugin_environment_from_a_sweep_file_runs_end_to_end(tmp_path):
-    path = write_spec(
-        tmp_path,
-        env=f"{REPO / 'examples' / 'plugins.py'}:CheeseOnDish",
-        **{"alpha = [0.0, 0.5, 1.0]": "dish_distance = [1, 2]", "seeds = 4": "seeds = 2"},
-    )
+PLUGIN_FILE = """
+import gridsim
+
+
+class RenamedCoin(gridsim.CoinAtEnd):
+    \"\"\"coin-at-end under another name, from a user's own file.\"\"\"
+
+    name = "renamed-coin"
+"""
+
+
+def test_a_plugin_environment_from_a_sweep_file_runs_end_to_end(tmp_path, finished):
+    """A user's file, named in the sweep file, runs through the whole pipeline. (It computes what
+    coin-at-end does, so its programs come from the compilation cache, and its table equals the
+    built-in's.)"""
+    plugin = tmp_path / "user_env.py"
+    plugin.write_text(PLUGIN_FILE)
+    path = write_spec(tmp_path, env=f"{plugin}:RenamedCoin")
     table = results(sweep.run(sweep_spec.load(path), progress=False))
-    assert len(table) == 4 and "test_proxy:dish" in table.columns
+    assert len(table) == 12 and "test_proxy:end" in table.columns
+    assert sweep.read_manifest(tmp_path / "run")["identity"][f"plug-in {plugin}"]
+    pd.testing.assert_frame_equal(table, results(finished))

@@ -24,7 +24,6 @@ class OpenRoom(GridEnv):
     true_goal = "goal"
     proxies = ()
     terminal_events = ("goal",)
-    default_layout_pool = 1
 
     def __init__(self, height: int = 7, width: int = 7, **kwargs):
         super().__init__(height, width, **kwargs)
@@ -37,10 +36,7 @@ class OpenRoom(GridEnv):
 
     def sample_level(self, key, layout, params, diverse):
         agent, goal = sample_free(rng.uniform(key, (2,)), layout, [None, None])
-        return self.make_level(layout.walls, agent, goal, True, distinguishing=False)
+        return self.make_level(layout.walls, agent, goal, True)
 
     def interact(self, level, params):
         return level, {"goal": self.at_agent(level, "goal").any()}
-
-    def test_distinguishing_rate(self, params) -> float:
-        return 0.0  # no proxy to tell apart

@@ -1,0 +1,107 @@
+"""Playing a policy on an environment: per-episode outcomes, labelled by the oracles.
+
+A ``Policy`` is anything that picks a move for one environment: a trained agent
+(``agents.ppo``), an oracle (``gridsim.oracles``), a random walk. ``evaluate``
+plays fresh episodes with it and labels each one's level as distinguishing or
+not by running the oracles on the same level, so an agent's rate and the
+oracles' calibration come from one definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gridsim.core import EnvParams, GridEnv
+
+
+class Policy(NamedTuple):
+    """``act(key, obs, state, params, carry, first) -> (action, carry)`` for one environment.
+
+    ``carry`` is the policy's own per-environment memory (a recurrent state; ``()`` for none),
+    ``first`` says that ``obs`` starts an episode. Most policies read only ``obs``; oracles read
+    ``state`` (the level) and ``params``.
+    """
+
+    act: Callable[..., tuple[jax.Array, Any]]
+    carry: Any = ()
+
+
+def random_policy(env: GridEnv) -> Policy:
+    """Uniformly random moves."""
+    return Policy(act=lambda key, obs, state, params, carry, first: (
+        jax.random.randint(key, (), 0, env.num_actions), carry))
+
+
+def obs_policy(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> Policy:
+    """A ``Policy`` from a plain ``fn(key, obs) -> action``."""
+    return Policy(act=lambda key, obs, state, params, carry, first: (fn(key, obs), carry))
+
+
+class Evaluation(NamedTuple):
+    """Per-episode results, each ``[episodes]`` (with leading axes for vmapped agents)."""
+
+    outcome: jax.Array  # index into env.outcome_names
+    episode_return: jax.Array
+    episode_length: jax.Array
+    finished: jax.Array  # False if the episode had not ended within max_steps
+    distinguishing: jax.Array  # the level separates the true goal from every proxy (from the oracles)
+    oracle_outcome: jax.Array  # [episodes, goals]: each goal's oracle's outcome on the same level
+
+
+class Trace(NamedTuple):
+    """Every step of an evaluation, for pictures (memory grows with ``max_steps``); leaves ``[max_steps, episodes]``."""
+
+    state: Any  # the env state each step started from
+    info: dict  # the step's info (its episode's outcome where it ended; info["final_state"] where it ended)
+    first_episode: jax.Array  # the step belongs to its environment's first episode
+
+
+def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int, max_steps: int,
+             label: bool = True, trace: bool = False):
+    """Play ``episodes`` fresh episodes (one per parallel env) for up to ``max_steps`` steps each.
+
+    Pure and jittable; ``episodes``, ``max_steps``, ``label`` and ``trace`` are static (use the
+    params' ``max_steps_in_episode``). Only each environment's first episode counts. With
+    ``label``, each episode's level is labelled by the oracles (see ``gridsim.oracles``).
+    Returns an ``Evaluation``, or ``(Evaluation, Trace)`` with ``trace``.
+    """
+    from gridsim import oracles
+
+    k_reset, k_run = jax.random.split(key)
+    obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), params)
+    if label:
+        distinguishing, oracle_outcome = oracles.label(env, params, env_state.level)
+    else:
+        distinguishing = jnp.zeros(episodes, bool)
+        oracle_outcome = jnp.zeros((episodes, len(env.goal_names)), jnp.int32)
+    carry = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (episodes,) + jnp.shape(x)), policy.carry)
+    act = jax.vmap(policy.act, (0, 0, 0, None, 0, 0))
+    zeros = lambda dtype: jnp.zeros(episodes, dtype)
+    result = Evaluation(zeros(jnp.int32), zeros(jnp.float32), zeros(jnp.int32), zeros(bool), distinguishing,
+                        oracle_outcome)
+
+    def one_step(loop, key):
+        obs, env_state, carry, first, result = loop
+        k_act, k_env = jax.random.split(key)
+        action, carry = act(jax.random.split(k_act, episodes), obs, env_state, params, carry, first)
+        obs, next_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
+            jax.random.split(k_env, episodes), env_state, action, params
+        )
+        step = Trace(env_state, info, ~result.finished) if trace else None
+        ends_first = done & ~result.finished
+        record = lambda old, new: jnp.where(ends_first, new, old)
+        result = result._replace(
+            outcome=record(result.outcome, info["outcome"]),
+            episode_return=record(result.episode_return, info["episode_return"]),
+            episode_length=record(result.episode_length, info["episode_length"]),
+            finished=result.finished | done,
+        )
+        return (obs, next_state, carry, done, result), step
+
+    loop = (obs, env_state, carry, jnp.ones(episodes, bool), result)
+    (*_, result), steps = jax.lax.scan(one_step, loop, jax.random.split(k_run, max_steps))
+    return (result, steps) if trace else result
