@@ -231,11 +231,10 @@ class Trainer:
             next_obs, env_state, reward, done, info = jax.vmap(self.env.step, (0, 0, 0, None))(
                 jax.random.split(k_env, c.num_envs), env_state, action, state.env_params
             )
-            # where a time limit cut the episode, its return continues beyond the cut: bootstrap from there
-            _, _, final_value = self.network.apply(state.network, hidden, info["final_observation"],
-                                                   jnp.zeros_like(reset))
             log_prob = _log_prob(logits, action)
-            transition = Transition(obs, reset, action, log_prob, value, reward, done, info["truncated"], final_value)
+            transition = Transition(obs, reset, action, log_prob, value, reward, done, info["truncated"], None)
+            # where a time limit cut an episode its return goes on: bootstrap from the observation after the step
+            after = (info["final_observation"], hidden)
             ended = (
                 done,
                 info["outcome"] == OUTCOME_TRUE,
@@ -243,11 +242,15 @@ class Trainer:
                 info["episode_length"].astype(jnp.float32),
             )
             # auto-reset: after a done, next_obs starts a new episode
-            return (env_state, next_obs, hidden, done, key), (transition, ended)
+            return (env_state, next_obs, hidden, done, key), (transition, after, ended)
 
         carry = (state.env_state, state.obs, state.hidden, state.reset, state.key)
-        carry, (transitions, ended) = jax.lax.scan(one_step, carry, None, length=c.num_steps)
-        return carry, transitions, ended
+        carry, (transitions, (final_obs, hidden), ended) = jax.lax.scan(one_step, carry, None, length=c.num_steps)
+        # valued in one batch after the rollout: one large call costs far less than a small one per step
+        flat = lambda x: x.reshape((c.num_steps * c.num_envs,) + x.shape[2:])
+        _, _, final_value = self.network.apply(state.network, flat(hidden), flat(final_obs),
+                                               jnp.zeros(c.num_steps * c.num_envs, bool))
+        return carry, transitions._replace(final_value=final_value.reshape(c.num_steps, c.num_envs)), ended
 
     def _advantages(self, transitions: Transition, last_value):
         c = self.config

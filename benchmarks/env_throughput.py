@@ -48,8 +48,21 @@ class Case:
     info: dict = dataclasses.field(default_factory=dict)
 
 
-def gridsim_case(name: str, label: str = "", **overrides) -> Case:
-    env, params = gridsim.make(name, **overrides)
+class FixedMazeCheese(gridsim.CheeseInCorner):
+    """cheese-in-corner on one maze drawn in advance: the difference to the real env is what drawing
+    fresh walls at every reset costs."""
+
+    def __init__(self, height: int = 9, width: int = 9, **kwargs):
+        super().__init__(height, width, **kwargs)
+        self.fixed_walls = jax.device_get(gridsim.layouts.maze(jax.random.key(0), self.height, self.width))
+
+    def sample_layout(self, key, params):
+        return jnp.asarray(self.fixed_walls)
+
+
+def gridsim_case(name, label: str = "", **overrides) -> Case:
+    env, params = gridsim.make(name, **overrides) if isinstance(name, str) else (name, name.default_params())
+    name = env.name
 
     def step(key, state, action):
         obs, state, *_ = env.step(key, state, action, params)
@@ -284,9 +297,12 @@ def main(argv=None):
     coin = gridsim_case("coin-at-end")
     short = gridsim_case("coin-at-end", "max_steps=4", max_steps_in_episode=4)
     cheese = gridsim_case("cheese-in-corner", height=9, width=9)  # the default size, named to be explicit
+    fixed_maze = gridsim_case(FixedMazeCheese(), "one fixed maze")
+    level_set = gridsim_case("cheese-in-corner", "num_levels=256", num_levels=256)
     egocentric = gridsim_case("cheese-in-corner", "egocentric", observation="egocentric")
     keys = gridsim_case("keys-and-chests")
-    ours = [coin, short, cheese, egocentric, keys]
+    obstacles = gridsim_case("keys-and-chests", "obstacle_density=0.2", obstacle_density=0.2)
+    ours = [coin, short, cheese, fixed_maze, level_set, egocentric, keys, obstacles]
     peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
 

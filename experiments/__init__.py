@@ -1,1 +1,1 @@
-"""Sweeps, metrics, storage and plots (see the experiments issue)."""
+"""Sweeps, metrics, storage, reports and the command line (see docs/design.md)."""

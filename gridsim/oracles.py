@@ -78,8 +78,10 @@ def target_costs(env: GridEnv, level: Level, params: EnvParams) -> jax.Array:
     return jnp.stack(costs).astype(jnp.int32)
 
 
-def oracle_action(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array) -> jax.Array:
-    """The move of goal ``goal``'s oracle (an index into ``env.goal_names``, may be traced)."""
+def plan(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(action, reachable)``: the move of goal ``goal``'s oracle (an index into ``env.goal_names``,
+    may be traced), and whether its goal can still be reached. With nothing left to reach, the
+    oracle stays put against a wall where it can (its goal has failed; it seeks nothing else)."""
     costs = target_costs(env, level, params)
     others = jnp.arange(costs.shape[0]) != goal
     seek = jnp.any((costs == 0) & others[:, None, None], axis=0)  # cells that trigger another goal now
@@ -88,9 +90,16 @@ def oracle_action(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array
     dest = jnp.clip(level.agent + jnp.asarray(MOVES), 0, jnp.array([env.height - 1, env.width - 1]))
     blocked = level.walls[dest[:, 0], dest[:, 1]]
     enter = unit - seek[dest[:, 0], dest[:, 1]]
-    value = jnp.where(blocked, unit + cost[level.agent[0], level.agent[1]],
-                      enter + cost[dest[:, 0], dest[:, 1]])
-    return jnp.argmin(value).astype(jnp.int32)  # no target left: all equal, the first move
+    here = cost[level.agent[0], level.agent[1]]
+    value = jnp.where(blocked, unit + here, enter + cost[dest[:, 0], dest[:, 1]])
+    reachable = here < UNREACHABLE
+    action = jnp.where(reachable, jnp.argmin(value), jnp.argmax(blocked))
+    return action.astype(jnp.int32), reachable
+
+
+def oracle_action(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array) -> jax.Array:
+    """The move of goal ``goal``'s oracle (see ``plan``)."""
+    return plan(env, level, params, goal)[0]
 
 
 def policy(env: GridEnv, goal: str) -> Policy:
@@ -108,8 +117,9 @@ def policy(env: GridEnv, goal: str) -> Policy:
 def outcomes(env: GridEnv, params: EnvParams, level: Level) -> jax.Array:
     """``int32[G]``: the outcome of each goal's oracle (``env.goal_names`` order) playing ``level``.
 
-    Each oracle plays until the outcome is decided (a goal reached; the first one wins) or the
-    episode ends. vmap it over levels.
+    Each oracle plays until the outcome is decided (a goal reached; the first one wins), the
+    episode ends, or its own goal can no longer be reached (then it has failed, unless another
+    goal was reached on the way). vmap it over levels.
     """
     goals = len(env.goal_names)
     states = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (goals,) + jnp.shape(x)), env.start(level))
@@ -119,7 +129,8 @@ def outcomes(env: GridEnv, params: EnvParams, level: Level) -> jax.Array:
 
     def body(carry):
         states, over = carry
-        actions = jax.vmap(oracle_action, (None, 0, None, 0))(env, states.level, params, jnp.arange(goals))
+        actions, reachable = jax.vmap(plan, (None, 0, None, 0))(env, states.level, params, jnp.arange(goals))
+        over = over | ~reachable
         moved, _, terminated, truncated, _ = jax.vmap(env.transition, (0, 0, None))(states, actions, params)
         states = jax.tree_util.tree_map(lambda old, new: _where(over, old, new), states, moved)
         return states, over | terminated | truncated | decided(moved)

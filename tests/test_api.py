@@ -173,7 +173,7 @@ def test_plugin_event_proxy_and_reward_on_a_builtin_env():
     assert env.proxies == ("corner", "top_row") and env.outcome_names[-1] == "proxy:top_row"
     walls = np.asarray(gridsim.layouts.open_room(7, 7))
     level = env.make_level(walls, agent=(2, 3), obj_pos=[(5, 5)], obj_alive=[True])
-    action, _ = gridsim.oracles.policy(env, "top_row").act(None, None, env.start(level), params, (), True)
+    action, _ = jax.jit(gridsim.oracles.policy(env, "top_row").act)(None, None, env.start(level), params, (), True)
     assert int(action) == 0  # the plug-in's target for top_row: its oracle heads up
     _, state = env.reset_to_level(level, params)
     _, state, reward, done, info = env.step(jax.random.key(0), state, 0, params)  # up, onto the top row

@@ -172,11 +172,11 @@ def _maze_level(env, agent, cheese):
 
 
 def _play_oracle(env, params, level, goal):
-    policy = oracles.policy(env, goal)
+    act = jax.jit(oracles.policy(env, goal).act)
     _, state = env.reset_to_level(level, params)
     actions, step = [], jax.jit(env.step)
     for t in range(int(params.max_steps_in_episode)):
-        action, _ = policy.act(None, None, state, params, (), True)
+        action, _ = act(None, None, state, params, (), True)
         actions.append(int(action))
         _, state, _, done, info = step(jax.random.key(t), state, action, params)
         if bool(done) or int(np.max(info["first_reached"])) >= 0:

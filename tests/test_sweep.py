@@ -200,7 +200,8 @@ def test_results_of_other_code_or_another_plugin_file_are_refused(tmp_path, monk
 
 def test_two_devices_give_the_same_results_as_one(tmp_path, finished):
     spec_path = write_spec(tmp_path)
-    command, env = _sweep_command(spec_path, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    command, env = _sweep_command(spec_path, {"XLA_FLAGS": flags.strip()})
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = (tmp_path / "run" / "_manifest.json").read_text()
