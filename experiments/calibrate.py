@@ -59,8 +59,10 @@ def format_calibration(env, table: pd.DataFrame) -> str:
     lines = [f"{env.name} ({env.height}x{env.width}): {first.episodes} levels, "
              f"{first.distinguishing} distinguishing ({share:.1%}); shares of the distinguishing ones:"]
     columns = [*env.outcome_names, "misgeneralization"]
-    lines.append(f"{'policy':<24}" + "".join(f"{c:>20}" for c in columns))
+    widths = [max(len(c), 6) + 2 for c in columns]
+    lines.append(f"{'policy':<22}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
     for _, row in table.iterrows():
-        cells = "".join(f"{'-' if not np.isfinite(row[c]) else format(row[c], '.1%'):>20}" for c in columns)
-        lines.append(f"{row.policy:<24}{cells}")
+        cells = "".join(f"{'-' if not np.isfinite(row[c]) else format(row[c], '.1%'):>{w}}"
+                        for c, w in zip(columns, widths))
+        lines.append(f"{row.policy:<22}{cells}")
     return "\n".join(lines)

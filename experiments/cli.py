@@ -91,7 +91,11 @@ def cmd_train(args) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    env, params = gridsim.make(args.env, **_options(args.option))
+    options = _options(args.option)
+    if "level_seed" in options:
+        raise ValueError("-o level_seed: every seed trains on its own levels (level_seed from its key); "
+                         "set num_levels, not level_seed")
+    env, params = gridsim.make(args.env, **options)
     train_params = params.batch(alpha=[args.alpha])  # one sweep point
     overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)
     config = ppo.Config(**{k: v for k, v in overrides.items() if v is not None}).validate()

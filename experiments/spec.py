@@ -163,6 +163,10 @@ def check_against_env(spec: SweepSpec, path) -> None:
     except ValueError as err:
         raise SpecError(f"{path}: {err}") from None
     fields = {f.name for f in dataclasses.fields(params)}
+    for section, keys in (("env_options", spec.env_options), ("sweep", spec.sweep)):
+        if "level_seed" in keys:
+            raise SpecError(f"{path}: '{section}.level_seed': a sweep gives every agent its own training levels "
+                            "(level_seed from its seed); set num_levels, not level_seed")
     for key in spec.sweep:
         if key not in fields:
             raise SpecError(

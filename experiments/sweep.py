@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import importlib
 import importlib.metadata
 import json
 import math
@@ -66,16 +65,19 @@ def _versions() -> dict:
     return out
 
 
-PACKAGES = ("gridsim", "agents", "experiments")
+# the code that computes a sweep's results: the environments, the agents, and the modules that train,
+# evaluate and write them (reports, plots and the command line only read results)
+RESULT_CODE = ("gridsim", "agents", "experiments/train.py", "experiments/sweep.py", "experiments/spec.py",
+               "experiments/metrics.py")
 
 
 def _source_digest() -> str:
-    """Hash of the Python source of gridsim's packages: what computes the results, committed or not."""
+    """Hash of the Python source that computes the results, committed or not."""
+    root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for package in PACKAGES:
-        root = Path(importlib.import_module(package).__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            digest.update(f"{path.relative_to(root.parent)}\0".encode())
+    for part in RESULT_CODE:
+        for path in sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]:
+            digest.update(f"{path.relative_to(root)}\0".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -37,6 +37,7 @@ SMALL = {
     "open-room": dict(height=5, width=5),
 }
 ENV_NAMES = tuple(SMALL)
+REGISTERED = tuple(sorted(gridsim.registered()))  # the built-ins (before any test loads a plug-in file)
 
 
 @functools.cache

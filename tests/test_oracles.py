@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ENV_NAMES, PLUGIN, env_for, labelled_levels
+from conftest import PLUGIN, REGISTERED, SMALL, env_for, labelled_levels
 
 import gridsim
 from gridsim import OUTCOME_FAIL, OUTCOME_TRUE, oracles
@@ -26,7 +26,11 @@ def labelled_test_levels(name):
     return env, levels, np.asarray(distinguishing), np.asarray(outcomes)
 
 
-@pytest.mark.parametrize("name", [*ENV_NAMES, PLUGIN])
+def test_every_registered_environment_is_in_the_test_matrix():
+    assert set(REGISTERED) == set(SMALL), "give each registered environment a small size in conftest.SMALL"
+
+
+@pytest.mark.parametrize("name", [*REGISTERED, PLUGIN])
 def test_oracle_outcomes_define_distinguishing_on_10000_test_levels(name):
     """On a distinguishing level the true oracle reaches the true goal and each proxy oracle its proxy;
     on every other level the oracles' outcomes agree. No oracle fails to reach its own goal."""

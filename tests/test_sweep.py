@@ -85,6 +85,8 @@ def finished(tmp_path_factory):
         ({"[ppo]": "[ppo"}, "not valid TOML"),
         ({"[eval]": "[run]\npoints_per_chunk = 0\n[eval]"}, "'run.points_per_chunk' must be >= 1"),
         ({"[eval]": "[run]\nchunk = 2\n[eval]"}, r"unknown key\(s\) \['run.chunk'\]"),
+        ({"height = 5": "height = 5\nlevel_seed = 3"}, "'env_options.level_seed'.*set num_levels"),
+        ({"height = 5": "height = 5\nnum_levels = -2"}, "num_levels must be a whole number >= 0"),
     ],
 )
 def test_malformed_sweep_files_are_rejected_naming_the_key(tmp_path, capsys, replace, message):
@@ -119,6 +121,22 @@ def test_tiny_sweep_gives_one_row_per_point_and_seed(finished):
             "misgeneralization.svg"} <= written
     manifest_chunks = manifest["chunks"]
     assert [c["points"] for c in manifest_chunks] == [[0, 1, 2]]  # small enough for one compiled call
+
+
+def test_each_agent_trains_on_its_own_fixed_level_set(finished):
+    """With num_levels = 3, an agent's 16 parallel environments start on at most 3 distinct levels; each
+    agent (seed) has its own level_seed, the same at every sweep point, and its own levels."""
+    spec = sweep_spec.load(write_spec(finished.parent, name="levels.toml", out=finished))
+    runner, params = sweep.runner_for(spec)  # the compiled programs of the tiny sweep
+    points = sweep.batch_params(params, [{"alpha": 0.5, "num_levels": 3}, {"alpha": 0.0, "num_levels": 3}])
+    state = runner._init(sweep.seed_keys(spec), points)
+    seeds = np.asarray(state.env_params.level_seed)
+    assert len(set(seeds[0])) == spec.seeds and (seeds[0] == seeds[1]).all()
+    walls = np.asarray(state.env_state.level.obj_pos)  # [points, seeds, envs, slots, 2]
+    agents = np.asarray(state.env_state.level.agent)
+    level_sets = [{(tuple(a), tuple(w.ravel())) for a, w in zip(agents[0, s], walls[0, s])} for s in range(4)]
+    assert all(1 <= len(levels) <= 3 for levels in level_sets)
+    assert len({frozenset(levels) for levels in level_sets}) > 1
 
 
 def test_inspect_traces_episodes_that_move_one_cell_at_a_time(finished, tmp_path, capsys):
