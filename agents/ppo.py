@@ -17,6 +17,7 @@ bootstrapped from the value of where it was cut) and ``outcome`` /
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -27,6 +28,11 @@ from flax import struct
 from agents.networks import ActorCritic, RecurrentActorCritic
 
 OUTCOME_TRUE = 1  # gridsim's code for "the true goal was reached first"
+
+
+# sizes past which a run would not fit memory or finish: refused before anything compiles
+LIMITS = {"num_envs": 1 << 16, "num_steps": 1 << 16, "total_timesteps": 1 << 40, "update_epochs": 1024,
+          "num_minibatches": 1 << 16, "hidden": 8192}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +86,21 @@ class Config:
             )
         if self.encoder not in ("mlp", "cnn"):
             raise ValueError(f"ppo.Config.encoder must be 'mlp' or 'cnn', got {self.encoder!r}")
+        for name in ("lr", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "ent_coef", "vf_coef"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"ppo.Config.{name} must be finite, got {getattr(self, name)}")
         for name in ("lr", "gamma", "gae_lambda", "clip_eps", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ppo.Config.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"ppo.Config.{name} is a discount, at most 1, got {getattr(self, name)}")
+        for name in ("ent_coef", "vf_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ppo.Config.{name} must be >= 0, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            if getattr(self, name) > limit:
+                raise ValueError(f"ppo.Config.{name} must be at most {limit:,}, got {getattr(self, name):,}")
         return self
 
 

@@ -29,26 +29,30 @@ from env_throughput import device_info  # noqa: E402
 
 from experiments import spec as sweep_spec  # noqa: E402
 from experiments import sweep  # noqa: E402
+from experiments.executors import executor  # noqa: E402
 from experiments.report import load, summarize  # noqa: E402
+from experiments.store import Store  # noqa: E402
 
 
-def measure(spec: sweep_spec.SweepSpec, seeds: int) -> dict:
+def measure(spec: sweep_spec.SweepSpec, seeds: int, executor_name: str = "local") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = dataclasses.replace(spec, seeds=seeds, out=Path(tmp) / "run")
         started = time.perf_counter()
-        sweep.run(spec, progress=False)
+        sweep.run(spec, progress=False, executor=executor(executor_name))
         wall = time.perf_counter() - started
         table, swept, manifest = load(spec.out)
         summary = summarize(table, swept)
+        chunks = Store(spec.out).chunks()
     steps = len(spec.points) * seeds * spec.ppo.num_updates * spec.ppo.batch_size
     stats = jax.local_devices()[0].memory_stats() or {}
     return {
+        "executor": executor_name,
         "seeds": seeds,
         "points": len(spec.points),
         "env_steps": steps,
         "wall_s": round(wall, 2),
         "env_steps_per_s": round(steps / wall),
-        "chunks": manifest["chunks"],
+        "chunks": chunks,
         "peak_device_bytes": stats.get("peak_bytes_in_use"),
         "misgeneralization_by_point": [None if r != r else round(float(r), 4) for r in summary.misgeneralization],
     }
@@ -58,13 +62,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "examples" / "coin_alpha.toml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[16])
+    parser.add_argument("--executors", nargs="+", default=["local"], choices=("local", "ray"),
+                        help="run the sweep through each (ray: a local Ray instance)")
+    parser.add_argument("--points-per-chunk", type=int, default=None, help="override the spec's chunking")
     args = parser.parse_args()
     spec = sweep_spec.load(args.spec)
+    if args.points_per_chunk:
+        spec = dataclasses.replace(spec, points_per_chunk=args.points_per_chunk)
     info = device_info()
     runs = []
     for seeds in args.seeds:
-        runs.append(measure(spec, seeds))
-        print(json.dumps({k: v for k, v in runs[-1].items() if k != "chunks"}), flush=True)
+        for name in args.executors:
+            runs.append(measure(spec, seeds, name))
+            print(json.dumps({k: v for k, v in runs[-1].items() if k != "chunks"}), flush=True)
 
     platform = jax.devices()[0].platform
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -75,12 +85,14 @@ def main() -> None:
     lines = [f"Sweep `{Path(args.spec).name}` on {info['devices']} ({info['device_kind']}, {info['cpu_model']}, "
              f"{info['cpus_usable']} CPUs usable), jax {info['jax']}; load average {info['loadavg_start']} at start, "
              f"{info['loadavg_end']} at end", "",
-             "| seeds per point | points | env steps | wall s (incl. compile) | env-steps/s | peak device memory |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "| executor | seeds per point | points | chunks | env steps | wall s (incl. compile) | env-steps/s | "
+             "chunk seconds (sum) | peak device memory |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         peak = f"{r['peak_device_bytes'] / 2**30:.1f} GiB" if r["peak_device_bytes"] else "n/a"
-        lines.append(f"| {r['seeds']} | {r['points']} | {r['env_steps']:,} | {r['wall_s']:.1f} | "
-                     f"{r['env_steps_per_s']:,} | {peak} |")
+        inside = sum(c["seconds"] for c in r["chunks"])
+        lines.append(f"| {r['executor']} | {r['seeds']} | {r['points']} | {len(r['chunks'])} | {r['env_steps']:,} | "
+                     f"{r['wall_s']:.1f} | {r['env_steps_per_s']:,} | {inside:.1f} | {peak} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

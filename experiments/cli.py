@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from experiments import compile_cache
+
 
 def _parse_option(text: str):
     key, sep, value = text.partition("=")
@@ -17,6 +19,13 @@ def _parse_option(text: str):
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return key, value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed lies in [0, 2**32), got {value}")
+    return value
 
 
 def _options(pairs) -> dict:
@@ -45,6 +54,8 @@ def cmd_show(args) -> int:
     import gridsim
     from gridsim.render import episode_gif, level_sheet
 
+    if not 1 <= args.n <= 64:
+        raise ValueError(f"--n must lie in [1, 64] (levels per row), got {args.n}")
     env, params = gridsim.make(args.env, **_options(args.option))
     train = params.train(alpha=args.alpha)
     key = jax.random.key(args.seed)
@@ -91,6 +102,8 @@ def cmd_train(args) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     options = _options(args.option)
     if "level_seed" in options:
         raise ValueError("-o level_seed: every seed trains on its own levels (level_seed from its key); "
@@ -100,8 +113,6 @@ def cmd_train(args) -> int:
     overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)
     config = ppo.Config(**{k: v for k, v in overrides.items() if v is not None}).validate()
     runner = SeedRunner(env, config, args.eval_episodes, int(params.max_steps_in_episode))
-    if args.eval_episodes < 1:
-        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     k_train, k_eval = jax.random.split(jax.random.key(args.seed))
     keys = jax.random.split(k_train, args.seeds)
     eval_keys = jax.random.split(k_eval, args.seeds)[None]  # every seed its own test levels
@@ -125,12 +136,27 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
     from experiments import spec as sweep_spec
     from experiments import sweep
-    from experiments.report import format_summary, load, plot, summarize
+    from experiments.executors import executor
+    from experiments.plots import plot
+    from experiments.report import format_summary, load, summarize
+    from experiments.store import Store
 
     spec = sweep_spec.load(args.file)
-    out = sweep.run(spec, force=args.force)
+    if args.out:
+        spec = dataclasses.replace(spec, out=Path(args.out))
+    run_on = executor(args.executor, args.address)
+    try:
+        out = sweep.run(spec, force=args.force, executor=run_on)
+    except KeyboardInterrupt:
+        done = len(Store(spec.out).point_files())
+        print(f"\ngridsim: interrupted: {done} of {len(spec.points)} sweep points are done and kept in {spec.out}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
     table, swept, _ = load(out)
     print(format_summary(summarize(table, swept), swept))
     for path in plot(out, args.figures):
@@ -148,7 +174,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from experiments.report import plot
+    from experiments.plots import plot
 
     for path in plot(args.directory, args.out):
         print(f"wrote {path}")
@@ -165,6 +191,8 @@ def cmd_inspect(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsim", description=__doc__)
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help=f"do not keep compiled programs between runs (default: kept in {compile_cache.where()})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     envs = sub.add_parser("envs", help="list environments with their true goal and proxies")
@@ -174,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("env", help="registered name, or module:attribute / file.py:attribute")
     show.add_argument("--alpha", type=float, default=None, help="training mixture fraction (default: the env's)")
     show.add_argument("--n", type=int, default=8, help="levels per row")
-    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--seed", type=_seed, default=0)
     show.add_argument("--out", help="PNG path (default: ENV.png)")
     show.add_argument("--gif", help="also write a GIF of a test episode here")
     show.add_argument("--policy", default="random",
@@ -191,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--episodes", type=int, default=4096, help="test levels to play (default 4096)")
     calibrate.add_argument("--alpha", type=float, default=1.0,
                            help="the level distribution's mixture fraction (default 1: the test distribution)")
-    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--seed", type=_seed, default=0)
     calibrate.add_argument("--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
                            help="env option or param override (repeatable)")
     calibrate.set_defaults(run=cmd_calibrate)
@@ -206,15 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--encoder", choices=("mlp", "cnn"), default=None)
     train.add_argument("--segments", type=int, default=20, help="progress updates (and compiled segments)")
     train.add_argument("--eval-episodes", type=int, default=256)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
                        help="env option or param override (repeatable)")
     train.set_defaults(run=cmd_train)
 
     sweep = sub.add_parser("sweep", help="run or resume a seed sweep from a TOML file, then report and plot")
     sweep.add_argument("file", help="sweep file (schema in the README)")
+    sweep.add_argument("--out", help="the sweep directory (default: the file's `out`, else runs/<name>)")
     sweep.add_argument("--force", action="store_true", help="replace results of a different sweep in its directory")
     sweep.add_argument("--figures", help="where to write the figures (default: <out>/_figures)")
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="where chunks run: this process (default), or Ray tasks")
+    sweep.add_argument("--address", help="a running Ray cluster (e.g. ray://head:10001 or auto); "
+                                         "without one, --executor ray starts a local Ray instance")
     sweep.set_defaults(run=cmd_sweep)
 
     report = sub.add_parser("report", help="table of misgeneralization rates with confidence intervals")
@@ -223,13 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="figures (PNG and SVG) from a sweep directory")
     plot.add_argument("directory")
-    plot.add_argument("--out", help="where to write the figures (default: the sweep directory)")
+    plot.add_argument("--out", help="where to write the figures (default: <directory>/_figures)")
     plot.set_defaults(run=cmd_plot)
 
     inspect = sub.add_parser("inspect", help="one agent of a sweep: visitation heatmap and GIF of test episodes")
     inspect.add_argument("directory")
     inspect.add_argument("--point", type=int, default=0, help="sweep point (row order of `gridsim report`)")
-    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--seed", type=_seed, default=0)
     inspect.add_argument("--episodes", type=int, default=256, help="test episodes for the heatmap")
     inspect.add_argument("--out", help="where to write the figures (default: <directory>/_figures)")
     inspect.set_defaults(run=cmd_inspect)
@@ -238,10 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.no_compile_cache:
+        compile_cache.enable()
     try:
         return args.run(args)
     except ValueError as err:
         print(f"gridsim: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only directory: say what happened, keep what was written
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"gridsim: error: {err.strerror or err}{where}; finished sweep points are kept, and rerunning "
+              "the same command resumes", file=sys.stderr)
         return 2
 
 

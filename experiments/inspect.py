@@ -15,7 +15,8 @@ import numpy as np
 
 from agents import ppo
 from experiments import spec as sweep_spec
-from experiments.sweep import FIGURES, MANIFEST, batch_params, load_agents, read_manifest, runner_for, seed_keys
+from experiments.runner import batch_params, runner_for, seed_keys
+from experiments.store import MANIFEST, Store
 from experiments.train import level_seed
 
 
@@ -64,15 +65,15 @@ class Agent(NamedTuple):
 
 def load_agent(directory, point: int, seed: int) -> Agent:
     """Agent ``seed`` of sweep point ``point`` of the sweep in ``directory``."""
-    manifest = read_manifest(directory)
-    spec = sweep_spec.parse(manifest["spec"], Path(directory) / MANIFEST)
+    store = Store(directory)
+    spec = sweep_spec.parse(store.manifest()["spec"], Path(directory) / MANIFEST)
     points = spec.points
     if not 0 <= point < len(points):
         raise ValueError(f"--point must lie in [0, {len(points) - 1}], got {point}")
     if not 0 <= seed < spec.seeds:
         raise ValueError(f"--seed must lie in [0, {spec.seeds - 1}], got {seed}")
     runner, params = runner_for(spec)
-    network = jax.tree_util.tree_map(lambda x: x[seed], load_agents(directory, point))
+    network = jax.tree_util.tree_map(lambda x: x[seed], store.load_agents(point))
     train_params = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [points[point]]))
     train_params = train_params.replace(level_seed=level_seed(seed_keys(spec)[seed]))  # its own training levels
     point_label = ", ".join(f"{k}={v:g}" for k, v in points[point].items()) or "point 0"
@@ -139,9 +140,11 @@ def episodes_gif(agent: Agent, episodes: Episodes, path, count: int = 4, cell: i
 
 
 def inspect(directory, point: int, seed: int, episodes: int = 256, out_dir=None) -> list[Path]:
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
     agent = load_agent(directory, point, seed)
     played = agent_episodes(agent, episodes)
-    out_dir = Path(out_dir or Path(directory) / FIGURES)
+    out_dir = Path(out_dir or Store(directory).figures)
     stem = f"agent-p{point:04d}-s{seed:04d}"
     return [heatmap_figure(agent, played, out_dir / f"{stem}-visits.png"),
             episodes_gif(agent, played, out_dir / f"{stem}.gif")]

@@ -20,6 +20,16 @@ MISGENERALIZES = 0.5
 Z95 = 1.959963984540054
 
 
+def capable(train_success, diverged) -> np.ndarray:
+    """Agents that learned their own training distribution (and never diverged)."""
+    return (np.asarray(train_success) >= CONVERGED) & ~np.asarray(diverged, bool)
+
+
+def misgeneralizes(rates) -> np.ndarray:
+    """Agents whose (defined) misgeneralization rate exceeds ``MISGENERALIZES``."""
+    return np.asarray(rates, dtype=float) > MISGENERALIZES
+
+
 def rate(count, total) -> np.ndarray:
     """``count / total``, NaN where ``total`` is 0 (an undefined rate is not a zero rate)."""
     count, total = np.asarray(count, dtype=float), np.asarray(total, dtype=float)

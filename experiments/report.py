@@ -1,24 +1,17 @@
-"""Tables and figures from a sweep directory."""
+"""The results of a sweep as a table: rates per sweep point, with confidence intervals."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from experiments.metrics import MISGENERALIZES, mean_rate_interval, wilson_interval
-from experiments.sweep import AGENTS, CURVES, FIGURES, read_manifest
+from experiments.metrics import mean_rate_interval, misgeneralizes, wilson_interval
+from experiments.store import Store
 
 
 def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
-    """The results table, the swept column names, and the manifest."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    files = sorted(directory.glob("point-[0-9][0-9][0-9][0-9].parquet"))
-    if not files:
-        raise ValueError(f"{directory} has no finished sweep points yet")
-    table = pd.concat([pd.read_parquet(f) for f in files]).sort_values(["point", "seed"]).reset_index(drop=True)
+    """The results table, the swept column names, and the manifest (read through the store)."""
+    table, manifest = Store(directory).results()
     swept = list(manifest["points"][0]) if manifest["points"] else []
     return table, swept, manifest
 
@@ -36,7 +29,7 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
         capable = group[group.converged]
         rates = capable.misgeneralization_rate.to_numpy(dtype=float)
         rated = rates[np.isfinite(rates)]
-        misgeneralizing = int((rated > MISGENERALIZES).sum())
+        misgeneralizing = int(misgeneralizes(rated).sum())
         frac_low, frac_high = wilson_interval(misgeneralizing, len(rated))
         rows.append(
             {
@@ -65,8 +58,8 @@ def _pct(x) -> str:
 
 
 def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
-    header = ["point", *swept, "seeds", "capable", "train succ", "misgen. rate [95% CI]", "seeds misgen. [95% CI]",
-              "cap. fail"]
+    header = ["point", *swept, "seeds", "capable", "diverged", "train succ", "misgen. rate [95% CI]",
+              "seeds misgen. [95% CI]", "cap. fail"]
     lines = ["  ".join(f"{h:>12}" if 0 < i <= len(swept) else h for i, h in enumerate(header))]
     notes = []
     for _, r in summary.iterrows():
@@ -75,6 +68,7 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
         cells = [f"{r.point:>5d}"] + [f"{r[name]:>12g}" for name in swept] + [
             f"{r.seeds:>5d}",
             f"{r.capable:>7d}",
+            f"{r.diverged:>8d}",
             f"{r.train_success:>10.1%}",
             f"{_pct(r.misgeneralization):>6} [{_pct(lo):>6}, {_pct(hi):>6}]",
             f"{_pct(r.seeds_misgeneralizing):>6} [{_pct(flo):>6}, {_pct(fhi):>6}]",
@@ -90,124 +84,3 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
                  f"a median {summary.distinguishing_episodes.median():g} of them distinguishing (counted)")
     notes.append("rates over capable seeds (greedy training success >= 80%); intervals: Wilson, 95%")
     return "\n".join(lines + notes)
-
-
-def _log_like(values: np.ndarray) -> bool:
-    """Values spanning orders of magnitude (e.g. alpha = 0, 0.001, ..., 0.1) read better on a symlog axis."""
-    positive = values[values > 0]
-    return positive.size >= 2 and positive.max() / positive.min() >= 20
-
-
-def representative_seeds(table: pd.DataFrame) -> dict[int, int]:
-    """Per point, the capable seed whose misgeneralization rate is nearest the point's median (else seed 0)."""
-    chosen = {}
-    for point, group in table.groupby("point"):
-        capable = group[group.converged & np.isfinite(group.misgeneralization_rate)]
-        if len(capable):
-            distance = (capable.misgeneralization_rate - capable.misgeneralization_rate.median()).abs()
-            chosen[int(point)] = int(capable.seed.loc[distance.idxmin()])
-        else:
-            chosen[int(point)] = 0
-    return chosen
-
-
-def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
-    """Rate vs the first swept param (CI band, per-seed points), stacked outcomes per point,
-    training curves, the per-seed distribution, and (``visitation``) where a representative
-    agent of each point goes on test levels; PNG and SVG of each, in ``out_dir`` (default
-    ``<directory>/_figures``, which Parquet readers skip)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory = Path(directory)
-    table, swept, manifest = load(directory)
-    summary = summarize(table, swept)
-    out_dir = Path(out_dir or directory / FIGURES)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    x_name = swept[0] if swept else "point"
-    xs = summary[x_name].to_numpy(dtype=float)
-    written = []
-
-    def save(fig, stem):
-        for suffix in (".png", ".svg"):
-            path = out_dir / f"{stem}{suffix}"
-            fig.savefig(path, dpi=130, bbox_inches="tight")
-            written.append(path)
-        plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    low = np.array([ci[0] for ci in summary.misgeneralization_ci])
-    high = np.array([ci[1] for ci in summary.misgeneralization_ci])
-    ax.fill_between(xs, low, high, alpha=0.25, color="crimson", label="95% interval for the mean over seeds")
-    ax.plot(xs, summary.misgeneralization, "o-", color="crimson", label="mean over capable seeds")
-    capable = table[table.converged]
-    spread = np.random.default_rng(0).random(len(capable)) - 0.5
-    seed_xs = capable[x_name].to_numpy(float)
-    if _log_like(xs):
-        linthresh = float(xs[xs > 0].min())
-        ax.set_xscale("symlog", linthresh=linthresh)
-        ax.set_xlim(-0.5 * linthresh, xs.max() * 1.5)
-        seed_xs = np.where(seed_xs > 0, seed_xs * 10 ** (0.1 * spread), np.abs(spread) * 0.3 * linthresh)
-    else:
-        seed_xs = seed_xs + spread * 0.02 * (np.ptp(xs) or 1)
-    ax.scatter(seed_xs, capable.misgeneralization_rate, s=9, color="k", alpha=0.4, label="one seed", zorder=3)
-    ax.set_xlabel(x_name)
-    ax.set_ylabel("misgeneralization rate\n(proxy outcomes, distinguishing test levels)")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_title(f"{manifest['env']}: {int(summary.seeds.iloc[0])} seeds per point", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
-    save(fig, "misgeneralization")
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    columns = outcome_columns(table)
-    # points without a capable seed keep an empty bar rather than shifting the others
-    pooled = table[table.converged].groupby("point")[columns].sum().reindex(summary.point, fill_value=0)
-    fractions = pooled.div(pooled.sum(axis=1).clip(lower=1), axis=0)
-    bottom = np.zeros(len(fractions))
-    labels = [f"{v:g}" for v in xs]
-    for column in columns:
-        ax.bar(labels, fractions[column], bottom=bottom, label=column.removeprefix("test_"))
-        bottom += fractions[column].to_numpy()
-    ax.set_xlabel(x_name)
-    ax.set_ylabel("fraction of distinguishing test episodes")
-    ax.legend(fontsize=7)
-    save(fig, "outcomes")
-
-    if any((directory / CURVES).glob("point-*.parquet")):
-        curves = pd.read_parquet(directory / CURVES)
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for point, group in curves.groupby("point"):
-            median = group.groupby("update").success_rate.median()
-            label = f"{x_name}={summary.set_index('point').loc[point, x_name]:g}" if swept else f"point {point}"
-            ax.plot(median.index, median.to_numpy(), label=label)
-        ax.set_xlabel("update")
-        ax.set_ylabel("training success (median over seeds)")
-        ax.legend(fontsize=7)
-        save(fig, "training")
-
-    point_labels = {int(p): ", ".join(f"{n}={r[n]:g}" for n in swept) or f"point {p}"
-                    for p, r in summary.set_index("point").iterrows()}
-    fig, axes = plt.subplots(1, len(summary), figsize=(1.9 * len(summary) + 0.8, 2.6), sharey=True, squeeze=False)
-    bins = np.linspace(0, 1, 11)
-    for ax, (point, group) in zip(axes[0], table.groupby("point")):
-        capable = group[group.converged]
-        ax.hist(capable.misgeneralization_rate.dropna(), bins=bins, color="crimson", alpha=0.8)
-        ax.set_title(f"{point_labels[int(point)]}\n{len(capable)} of {len(group)} capable", fontsize=7)
-        ax.set_xlabel("misgen. rate", fontsize=7)
-    axes[0, 0].set_ylabel("seeds")
-    save(fig, "seeds")
-
-    if visitation and any((directory / AGENTS).glob("point-*.msgpack")):
-        from experiments.inspect import agent_episodes, draw_heatmap, load_agent
-
-        chosen = representative_seeds(table)
-        fig, axes = plt.subplots(1, len(chosen), figsize=(2.2 * len(chosen), 2.4), squeeze=False)
-        for ax, (point, seed) in zip(axes[0], chosen.items()):
-            agent = load_agent(directory, point, seed)
-            draw_heatmap(ax, agent.env, agent_episodes(agent, 256), agent.label)
-        fig.suptitle("where a representative agent of each point goes on distinguishing test levels "
-                     "(share of steps per cell)", fontsize=8)
-        save(fig, "visitation")
-    return written

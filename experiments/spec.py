@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from agents import ppo
 TOP_LEVEL = {"name", "env", "seeds", "seed", "out", "env_options", "sweep", "ppo", "eval", "run"}
 EVAL_KEYS = {"episodes"}
 RUN_KEYS = {"points_per_chunk"}
+MAX_SEEDS = 1 << 20  # agents per sweep point
 
 
 class SpecError(ValueError):
@@ -80,9 +82,11 @@ def _expect(path, key, value, kind, what):
 def load(path) -> SweepSpec:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is harmless
     except OSError as err:
         raise SpecError(f"cannot read sweep file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); save the sweep file as UTF-8") from None
     return parse(text, path)
 
 
@@ -102,9 +106,11 @@ def parse(text: str, path) -> SweepSpec:
             raise SpecError(f"{path}: missing required key '{required}'")
     env = _expect(path, "env", raw["env"], str, "an environment name")
     seeds = _expect(path, "seeds", raw["seeds"], int, "an integer")
-    if seeds < 1:
-        raise SpecError(f"{path}: 'seeds' must be >= 1, got {seeds}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise SpecError(f"{path}: 'seeds' must lie in [1, {MAX_SEEDS:,}], got {seeds}")
     seed = _expect(path, "seed", raw.get("seed", 0), int, "an integer")
+    if not 0 <= seed < 2**32:
+        raise SpecError(f"{path}: 'seed' must lie in [0, 2**32) (a JAX key holds 32 bits), got {seed}")
     name = _expect(path, "name", raw.get("name", path.stem), str, "a string")
     out = Path(_expect(path, "out", raw.get("out", f"runs/{name}"), str, "a path"))
     env_options = _expect(path, "env_options", raw.get("env_options", {}), dict, "a table")
@@ -114,8 +120,11 @@ def parse(text: str, path) -> SweepSpec:
         if not isinstance(values, list) or not values:
             raise SpecError(f"{path}: 'sweep.{key}' must be a non-empty list of values, got {values!r}")
         for v in values:
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise SpecError(f"{path}: 'sweep.{key}' values must be numbers, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise SpecError(f"{path}: 'sweep.{key}' values must be finite numbers, got {v!r}")
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise SpecError(f"{path}: 'sweep.{key}' repeats {repeated}: each value is one sweep point")
 
     ppo_fields = {f.name: f for f in dataclasses.fields(ppo.Config)}
     ppo_raw = _expect(path, "ppo", raw.get("ppo", {}), dict, "a table")
@@ -127,6 +136,8 @@ def parse(text: str, path) -> SweepSpec:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         _expect(path, f"ppo.{key}", value, kind, f"of type {kind.__name__}")
+        if kind is float and not math.isfinite(value):
+            raise SpecError(f"{path}: 'ppo.{key}' must be finite, got {value!r}")
         ppo_raw[key] = value
     try:
         config = ppo.Config(**ppo_raw).validate()
@@ -168,6 +179,9 @@ def check_against_env(spec: SweepSpec, path) -> None:
             raise SpecError(f"{path}: '{section}.level_seed': a sweep gives every agent its own training levels "
                             "(level_seed from its seed); set num_levels, not level_seed")
     for key in spec.sweep:
+        if key == "reward_weights":
+            raise SpecError(f"{path}: 'sweep.reward_weights' cannot be swept (a table, not a number); set it in "
+                            "[env_options], one sweep file per weighting")
         if key not in fields:
             raise SpecError(
                 f"{path}: 'sweep.{key}' is not a traced param of {spec.env}; sweepable: {sorted(fields)} "

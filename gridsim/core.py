@@ -28,6 +28,8 @@ OUTCOME_FAIL = 0
 OUTCOME_TRUE = 1  # proxy i is OUTCOME_TRUE + 1 + i
 
 OBSERVATION_MODES = ("full", "egocentric")
+MAX_SIDE = 256  # grid height and width
+MAX_EPISODE_STEPS = 65_536  # evaluation plays episodes to their end in one compiled loop
 
 
 def _as_array(x):
@@ -226,6 +228,8 @@ class GridEnv:
             raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
         if height < 3 or width < 3:
             raise ValueError(f"grid too small: {height}x{width}, need at least 3x3 (walls on the border)")
+        if height > MAX_SIDE or width > MAX_SIDE:
+            raise ValueError(f"grid too large: {height}x{width}; gridsim's grids are at most {MAX_SIDE}x{MAX_SIDE}")
         if view_radius < 1:
             raise ValueError(f"view_radius must be >= 1, got {view_radius}")
         self.height, self.width = int(height), int(width)
@@ -295,8 +299,8 @@ class GridEnv:
         _check_alpha(params.alpha)
         _check_num_levels(params.num_levels)
         steps = _concrete(params.max_steps_in_episode)
-        if steps is not None and np.any(steps < 1):
-            raise ValueError(f"max_steps_in_episode must be >= 1, got {steps}")
+        if steps is not None and (np.any(steps < 1) or np.any(steps > MAX_EPISODE_STEPS)):
+            raise ValueError(f"max_steps_in_episode must lie in [1, {MAX_EPISODE_STEPS}], got {steps}")
         unknown = set(params.reward_weights) - set(self.event_names)
         if unknown:
             raise ValueError(f"reward_weights name unknown events {sorted(unknown)}; events: {self.event_names}")

@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,34 +54,70 @@ def load(reference: str):
             spec = importlib.util.spec_from_file_location(unique, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[unique] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except Exception as err:  # the user's file, whatever it raises: name it and the error
+                del sys.modules[unique]
+                where = f" (line {err.lineno})" if isinstance(err, SyntaxError) else ""
+                raise ValueError(f"plug-in file {path} failed to load{where}: {type(err).__name__}: {err}") from None
         module = sys.modules[unique]
     else:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
             raise ValueError(f"cannot import plug-in module {module_name!r}: {err}") from err
+        except Exception as err:
+            raise ValueError(f"plug-in module {module_name!r} failed to load: {type(err).__name__}: {err}") from None
     try:
         return getattr(module, attribute)
     except AttributeError:
         raise ValueError(f"plug-in module {module_name!r} has no attribute {attribute!r}") from None
 
 
-def _constructor_options(factory) -> set[str]:
-    """Names of the static options ``factory`` accepts."""
-    options = set()
-    if inspect.isclass(factory) and issubclass(factory, GridEnv):
-        callables = [c.__init__ for c in factory.__mro__ if c is not object and "__init__" in vars(c)]
+def _option_parameters(factory) -> dict[str, inspect.Parameter]:
+    """The static options ``factory`` accepts, by name: through the class hierarchy (the most derived
+    default wins), and for a plain function forwarding ``**kwargs``, what the env it builds takes."""
+    if inspect.isclass(factory):
+        callables = [c.__init__ for c in reversed(factory.__mro__) if c is not object and "__init__" in vars(c)]
     else:
         callables = [factory]
+    options = {}
     for c in callables:
         for p in inspect.signature(c).parameters.values():
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
-                options.add(p.name)
-            elif p.kind == p.VAR_KEYWORD and c is factory:
-                # a plain function forwarding **kwargs: it takes what the env it builds takes
-                options |= _constructor_options(type(factory()))
+                options[p.name] = p
+            elif p.kind == p.VAR_KEYWORD and c is factory and not inspect.isclass(factory):
+                options = {**_option_parameters(type(factory())), **options}
     return options
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_option_types(factory, options: dict) -> None:
+    """Static options are whole numbers or strings as their defaults are: ``height = "five"`` or
+    ``height = 5.5`` is named here, not deep inside the constructor."""
+    parameters = _option_parameters(factory)
+    for key, value in options.items():
+        default = parameters[key].default
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"option {key!r} must be a whole number, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"option {key!r} must be a string, got {value!r}")
+
+
+def _check_param_types(env: GridEnv, updates: dict) -> None:
+    for key, value in updates.items():
+        if key == "reward_weights":
+            if not isinstance(value, dict) or not all(_is_number(w) for w in value.values()):
+                raise ValueError(f"reward_weights must map event names to finite numbers, got {value!r}")
+            continue
+        if isinstance(value, bool) or not _is_number(value):
+            raise ValueError(f"param {key!r} must be a finite number, got {value!r}")
+        if isinstance(value, int) and not -(2**31) <= value < 2**31:
+            raise ValueError(f"param {key!r} = {value} does not fit a 32-bit integer")
 
 
 def make(name: str, **overrides) -> tuple[GridEnv, EnvParams]:
@@ -91,14 +128,21 @@ def make(name: str, **overrides) -> tuple[GridEnv, EnvParams]:
     its params (traced: ``alpha``, ``max_steps_in_episode``, counts, ...).
     ``reward_weights`` overrides are merged into the defaults.
     """
+    if not isinstance(name, str):
+        raise ValueError(f"an environment is named by a string, got {name!r}")
     if name in _REGISTRY:
         factory = _REGISTRY[name]
     elif ":" in name:
         factory = load(name)
     else:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    static_options = _constructor_options(factory)
-    env = factory(**{k: v for k, v in overrides.items() if k in static_options})
+    if not (inspect.isclass(factory) and issubclass(factory, GridEnv)) and not inspect.isfunction(factory):
+        raise ValueError(f"{name!r} is not a gridsim environment: name a GridEnv subclass or a function "
+                         f"returning one (got {type(factory).__name__})")
+    static_options = set(_option_parameters(factory))
+    static = {k: v for k, v in overrides.items() if k in static_options}
+    _check_option_types(factory, static)
+    env = factory(**static)
     if not isinstance(env, GridEnv):
         raise ValueError(f"{name!r} did not produce a gridsim GridEnv (got {type(env).__name__})")
     params = env.default_params()
@@ -110,6 +154,7 @@ def make(name: str, **overrides) -> tuple[GridEnv, EnvParams]:
             f"static options: {sorted(static_options)}; params: {sorted(param_fields)}"
         )
     updates = {k: v for k, v in overrides.items() if k in param_fields}
+    _check_param_types(env, updates)
     if "reward_weights" in updates:
         updates["reward_weights"] = {**params.reward_weights, **updates["reward_weights"]}
     params = params.replace(**updates)

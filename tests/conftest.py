@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import pandas as pd
 import pytest
 
 import gridsim
@@ -101,3 +103,55 @@ def labelled_levels(name: str):
 @pytest.fixture(params=ENV_NAMES)
 def env_name(request):
     return request.param
+
+
+# ---- the tiny sweep, shared by the sweep, store and Ray tests -------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+env = "{env}"
+seeds = 4
+out = "{out}"
+
+[env_options]
+height = 5
+width = 7
+
+[sweep]
+alpha = [0.0, 0.5, 1.0]
+
+[ppo]
+num_envs = 16
+num_steps = 16
+total_timesteps = 2048
+update_epochs = 2
+num_minibatches = 2
+
+[eval]
+episodes = 32
+"""
+
+
+def write_spec(tmp_path, name="tiny.toml", env="coin-at-end", out=None, text=TINY, **replace) -> Path:
+    body = text.format(env=env, out=out or tmp_path / "run")
+    for old, new in replace.items():
+        body = body.replace(old, new)
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def results(directory) -> pd.DataFrame:
+    return pd.read_parquet(directory).sort_values(["point", "seed"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """The tiny sweep, uninterrupted, in this process (all three points in one chunk)."""
+    from experiments import spec as sweep_spec
+    from experiments import sweep
+
+    tmp = tmp_path_factory.mktemp("finished")
+    return sweep.run(sweep_spec.load(write_spec(tmp)), progress=False)

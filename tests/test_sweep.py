@@ -7,64 +7,20 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, results, write_spec
 
+from experiments import runner, sweep
 from experiments import spec as sweep_spec
-from experiments import sweep
 from experiments.cli import main
 from experiments.inspect import agent_episodes, load_agent, visitation
-from experiments.report import load, plot, summarize
-
-REPO = Path(__file__).resolve().parents[1]
-
-TINY = """
-name = "tiny"
-env = "{env}"
-seeds = 4
-out = "{out}"
-
-[env_options]
-height = 5
-width = 7
-
-[sweep]
-alpha = [0.0, 0.5, 1.0]
-
-[ppo]
-num_envs = 16
-num_steps = 16
-total_timesteps = 2048
-update_epochs = 2
-num_minibatches = 2
-
-[eval]
-episodes = 32
-"""
-
-
-def write_spec(tmp_path, name="tiny.toml", env="coin-at-end", out=None, text=TINY, **replace) -> Path:
-    body = text.format(env=env, out=out or tmp_path / "run")
-    for old, new in replace.items():
-        body = body.replace(old, new)
-    path = tmp_path / name
-    path.write_text(body)
-    return path
-
-
-def results(directory) -> pd.DataFrame:
-    return pd.read_parquet(directory).sort_values(["point", "seed"]).reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """The tiny sweep, uninterrupted, in this process."""
-    tmp = tmp_path_factory.mktemp("finished")
-    return sweep.run(sweep_spec.load(write_spec(tmp)), progress=False)
+from experiments.plots import plot
+from experiments.report import load, summarize
+from experiments.store import Store
 
 
 @pytest.mark.parametrize(
@@ -119,17 +75,18 @@ def test_tiny_sweep_gives_one_row_per_point_and_seed(finished):
     written = {p.name for p in plot(finished)}
     assert {"misgeneralization.png", "outcomes.png", "training.png", "seeds.png", "visitation.png",
             "misgeneralization.svg"} <= written
-    manifest_chunks = manifest["chunks"]
-    assert [c["points"] for c in manifest_chunks] == [[0, 1, 2]]  # small enough for one compiled call
+    chunks = Store(finished).chunks()
+    assert [c["points"] for c in chunks] == [[0, 1, 2]]  # small enough for one compiled call
+    assert chunks[0]["executor"] == "local" and chunks[0]["env_steps_per_s"] > 0
 
 
 def test_each_agent_trains_on_its_own_fixed_level_set(finished):
     """With num_levels = 3, an agent's 16 parallel environments start on at most 3 distinct levels; each
     agent (seed) has its own level_seed, the same at every sweep point, and its own levels."""
     spec = sweep_spec.load(write_spec(finished.parent, name="levels.toml", out=finished))
-    runner, params = sweep.runner_for(spec)  # the compiled programs of the tiny sweep
-    points = sweep.batch_params(params, [{"alpha": 0.5, "num_levels": 3}, {"alpha": 0.0, "num_levels": 3}])
-    state = runner._init(sweep.seed_keys(spec), points)
+    seed_runner, params = runner.runner_for(spec)  # the compiled programs of the tiny sweep
+    points = runner.batch_params(params, [{"alpha": 0.5, "num_levels": 3}, {"alpha": 0.0, "num_levels": 3}])
+    state = seed_runner._init(runner.seed_keys(spec), points)
     seeds = np.asarray(state.env_params.level_seed)
     assert len(set(seeds[0])) == spec.seeds and (seeds[0] == seeds[1]).all()
     walls = np.asarray(state.env_state.level.obj_pos)  # [points, seeds, envs, slots, 2]
@@ -201,21 +158,6 @@ def test_a_different_sweep_into_the_same_directory_is_refused(tmp_path, finished
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="simulates two CPU devices; the default backend is not CPU")
-def test_results_of_other_code_or_another_plugin_file_are_refused(tmp_path, monkeypatch, capsys):
-    plugin = tmp_path / "my_env.py"
-    plugin.write_text((REPO / "examples" / "plugins.py").read_text())
-    spec = sweep_spec.load(write_spec(tmp_path, env=f"{plugin}:CheeseOnDish"))
-    sweep.prepare(spec)
-    assert sweep.prepare(spec)["identity"] == sweep.identity(spec)  # the same sweep resumes
-    plugin.write_text(plugin.read_text() + "\n# edited\n")
-    with pytest.raises(sweep_spec.SpecError, match=f"changed: plug-in {plugin}"):
-        sweep.prepare(spec)
-    monkeypatch.setattr(sweep, "_source_digest", lambda: "0123456789abcdef")
-    with pytest.raises(sweep_spec.SpecError, match="gridsim source"):
-        sweep.prepare(spec)
-    assert sweep.prepare(spec, force=True)["identity"]["gridsim source"] == "0123456789abcdef"
-
-
 def test_two_devices_give_the_same_results_as_one(tmp_path, finished):
     spec_path = write_spec(tmp_path)
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
@@ -238,14 +180,26 @@ class RenamedCoin(gridsim.CoinAtEnd):
 """
 
 
-def test_a_plugin_environment_from_a_sweep_file_runs_end_to_end(tmp_path, finished):
+def test_a_plugin_environment_from_a_sweep_file_runs_end_to_end(tmp_path, finished, monkeypatch, capsys):
     """A user's file, named in the sweep file, runs through the whole pipeline. (It computes what
     coin-at-end does, so its programs come from the compilation cache, and its table equals the
-    built-in's.)"""
+    built-in's.) Editing the file, or gridsim's own source, makes the results another program's:
+    a rerun is refused, naming what changed, until --force starts over."""
     plugin = tmp_path / "user_env.py"
     plugin.write_text(PLUGIN_FILE)
     path = write_spec(tmp_path, env=f"{plugin}:RenamedCoin")
     table = results(sweep.run(sweep_spec.load(path), progress=False))
     assert len(table) == 12 and "test_proxy:end" in table.columns
-    assert sweep.read_manifest(tmp_path / "run")["identity"][f"plug-in {plugin}"]
+    assert Store(tmp_path / "run").manifest()["identity"][f"plug-in {plugin}"]
     pd.testing.assert_frame_equal(table, results(finished))
+
+    plugin.write_text(PLUGIN_FILE + "\n# edited\n")
+    assert main(["sweep", str(path)]) == 2
+    assert f"changed: plug-in {plugin}" in capsys.readouterr().err
+    plugin.write_text(PLUGIN_FILE)
+    monkeypatch.setattr(runner, "_source_digest", lambda: "0123456789abcdef")
+    assert main(["sweep", str(path)]) == 2
+    assert "this sweep, run by other code (changed: gridsim source)" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(results(tmp_path / "run"), table)  # nothing lost
+    sweep.run(sweep_spec.load(path), force=True, progress=False)
+    assert Store(tmp_path / "run").manifest()["identity"]["gridsim source"] == "0123456789abcdef"

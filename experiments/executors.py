@@ -1,0 +1,103 @@
+"""Where chunks of a sweep run: in this process, or as tasks on a Ray cluster.
+
+An executor maps ``runner.run_chunk`` over chunks and yields each ``ChunkResult`` as it finishes;
+it never touches the sweep directory. The driver (``experiments.sweep``) writes every result
+through the store, so one process writes, whatever runs the chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from experiments.runner import ChunkResult, plugin_files, run_chunk
+from experiments.spec import SweepSpec
+
+Progress = Callable[[float], None]  # env steps done
+
+
+class LocalExecutor:
+    """Chunks one after another in this process, reporting progress as training proceeds."""
+
+    name = "local"
+
+    def map(self, spec: SweepSpec, chunks: list[list[int]], pad_to: int, progress: Progress) -> Iterator[ChunkResult]:
+        for chunk in chunks:
+            yield run_chunk(spec, chunk, pad_to, progress)
+
+
+def _run_on_worker(spec: SweepSpec, plugins: dict[str, str], chunk: list[int], pad_to: int) -> ChunkResult:
+    """A Ray task: the chunk, on whatever node Ray chose. A plug-in file travels with the task, so
+    workers need no shared filesystem (the driver checked its content for the sweep's identity)."""
+    import dataclasses
+
+    if plugins:
+        directory = Path(tempfile.mkdtemp(prefix="gridsim-plugin-"))
+        (path, text), = plugins.items()
+        local = directory / Path(path).name
+        local.write_text(text, encoding="utf-8")
+        spec = dataclasses.replace(spec, env=f"{local}:{spec.env.partition(':')[2]}")
+    return run_chunk(spec, chunk, pad_to)
+
+
+class RayExecutor:
+    """Each chunk a Ray task: on a running cluster (``address``), or on a Ray instance started here.
+
+    A task asks for a GPU where the cluster has GPUs, else for every CPU of a node (an XLA program
+    uses all the cores it sees). Ray runs a task again if its worker dies (``max_retries``); the
+    driver writes results as tasks finish, so a driver killed and rerun resumes from the store.
+    """
+
+    name = "ray"
+    points_per_chunk = 1  # unless the spec says: the driver cannot see the workers' memory
+
+    def __init__(self, address: str | None = None, max_retries: int = 3):
+        self.address = address
+        self.max_retries = max_retries
+
+    def _connect(self):
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--executor ray needs Ray: pip install 'gridsim[ray]'") from None
+        if not ray.is_initialized():
+            # workers inherit this environment: XLA flags, the compilation cache, the Python path
+            env_vars = {k: v for k, v in os.environ.items()
+                        if k.startswith(("XLA_", "JAX_", "PYTHONPATH", "GRIDSIM_"))}
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": env_vars} if env_vars else None)
+            except (ConnectionError, RuntimeError) as err:
+                raise ValueError(f"cannot reach a Ray cluster at {self.address}: {err}") from None
+        return ray
+
+    def resources(self, ray) -> dict:
+        """What one chunk asks for."""
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        if any(n.get("GPU", 0) >= 1 for n in nodes):
+            return {"num_gpus": 1, "num_cpus": 1}
+        return {"num_cpus": max(1, int(min(n.get("CPU", 1) for n in nodes)))}
+
+    def map(self, spec: SweepSpec, chunks: list[list[int]], pad_to: int, progress: Progress) -> Iterator[ChunkResult]:
+        ray = self._connect()
+        task = ray.remote(max_retries=self.max_retries, **self.resources(ray))(_run_on_worker)
+        plugins = plugin_files(spec)
+        pending = {task.remote(spec, plugins, chunk, pad_to): chunk for chunk in chunks}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(done[0])
+            result = ray.get(done[0])
+            progress(result.env_steps * len(result.points) / pad_to)
+            yield result
+
+
+def executor(name: str, address: str | None = None):
+    if name == "local":
+        if address:
+            raise ValueError("--address is for --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address)
+    raise ValueError(f"unknown executor {name!r}; choose local or ray")

@@ -1,0 +1,52 @@
+"""A sweep through Ray, on a Ray instance of its own: a worker killed mid-chunk costs a retry, and
+the table equals the local executor's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, results, write_spec
+
+from experiments.store import Store
+
+ray = pytest.importorskip("ray")
+
+ONE_CHUNK = {"[eval]": "[run]\npoints_per_chunk = 3\n\n[eval]"}  # the local run's program: from the cache
+
+
+def _chunk_workers() -> list[int]:
+    """Pids of processes running a gridsim chunk as a Ray task (Ray names them after the task)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"_run_on_worker" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker through /proc")
+def test_a_ray_sweep_survives_a_killed_worker_and_equals_the_local_one(tmp_path, finished):
+    spec_path = write_spec(tmp_path, **ONE_CHUNK)
+    command = [sys.executable, "-m", "experiments.cli", "sweep", str(spec_path), "--executor", "ray"]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, killed = time.time() + 300, None
+    while killed is None and driver.poll() is None and time.time() < deadline:
+        workers = _chunk_workers()
+        if workers:
+            killed = workers[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    assert killed is not None, driver.stderr.read().decode()[-2000:] if driver.poll() is not None else "no worker"
+    assert driver.wait(timeout=300) == 0, driver.stderr.read().decode()[-2000:]
+    pd.testing.assert_frame_equal(results(tmp_path / "run"), results(finished))
+    (record,) = Store(tmp_path / "run").chunks()
+    assert record["executor"] == "ray" and record["pid"] != killed  # run again, by another worker
