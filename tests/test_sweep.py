@@ -200,7 +200,6 @@ def test_a_different_sweep_into_the_same_directory_is_refused(tmp_path, finished
     pd.testing.assert_frame_equal(results(finished), before)  # nothing lost
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="simulates two CPU devices; the default backend is not CPU")
 def test_results_of_other_code_or_another_plugin_file_are_refused(tmp_path, monkeypatch, capsys):
     plugin = tmp_path / "my_env.py"
     plugin.write_text((REPO / "examples" / "plugins.py").read_text())
@@ -216,6 +215,7 @@ def test_results_of_other_code_or_another_plugin_file_are_refused(tmp_path, monk
     assert sweep.prepare(spec, force=True)["identity"]["gridsim source"] == "0123456789abcdef"
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="simulates two CPU devices; the default backend is not CPU")
 def test_two_devices_give_the_same_results_as_one(tmp_path, finished):
     spec_path = write_spec(tmp_path)
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
