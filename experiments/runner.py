@@ -95,7 +95,11 @@ def points_per_chunk(spec: SweepSpec, todo: int, default: int | None = None) -> 
     runner, params = runner_for(spec)
     devices = jax.local_devices()
     seeds_per_device = spec.seeds // len(devices) if spec.seeds % len(devices) == 0 else spec.seeds
-    fit = memory_budget() // max(1, runner.bytes_per_agent(params) * seeds_per_device)
+    budget, per_point = memory_budget(), runner.bytes_per_agent(params) * seeds_per_device
+    if per_point > 2 * budget:  # the estimate errs high: refuse only what cannot fit the whole memory
+        raise ValueError(f"seeds: one sweep point's {spec.seeds:,} agents need about {per_point / 2**30:.1f} GiB, "
+                         f"more than this machine's {2 * budget / 2**30:.1f} GiB; use fewer seeds")
+    fit = budget // max(1, per_point)
     if devices[0].platform == "cpu":
         fit = min(fit, CPU_CHUNK_ENVS // (spec.seeds * runner.config.num_envs))
     fit = max(1, min(todo, fit))

@@ -232,3 +232,23 @@ def test_manifest_is_written_once_and_chunks_apart(finished):
     assert "chunks" not in manifest and Store(finished).chunks()
     with pytest.raises(StoreError, match="not a sweep directory"):
         Store(finished / store_module.AGENTS).manifest()
+
+
+def test_integer_and_float_sweep_values_make_one_table(tmp_path):
+    """``alpha = [0, 0.5]``: one point's value is an int, the other's a float; the files still read as one."""
+    import numpy as np
+
+    from experiments import runner
+    from experiments.train import SeedResults
+
+    spec = sweep_spec.load(write_spec(tmp_path, **{"alpha = [0.0, 0.5, 1.0]": "alpha = [0, 0.5]"}))
+    env, params = runner.runner_for(spec)[0].env, runner.runner_for(spec)[1]
+    seeds, outcomes = spec.seeds, len(env.outcome_names)
+    results = SeedResults(np.ones(seeds), np.ones((seeds, outcomes), int), np.full(seeds, 8), np.zeros(seeds, bool))
+    history = type("History", (), {"episode_return": np.zeros((seeds, 1))})()
+    (tmp_path / "points").mkdir()
+    for i in range(2):
+        table = runner.rows_for_point(env, spec, i, params.replace(**spec.points[i]), results, history)
+        table.to_pandas().to_parquet(tmp_path / "points" / f"point-{i:04d}.parquet")
+    table = pd.read_parquet(tmp_path / "points", columns=["point", "alpha"])
+    assert list(table.alpha.unique()) == [0.0, 0.5] and table.alpha.dtype == float
