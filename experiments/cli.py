@@ -82,8 +82,6 @@ def cmd_calibrate(args) -> int:
 
 
 def _quantiles(values) -> str:
-    import numpy as np
-
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -149,7 +147,12 @@ def cmd_sweep(args) -> int:
     spec = sweep_spec.load(args.file)
     if args.out:
         spec = dataclasses.replace(spec, out=Path(args.out))
+    figures = Store(spec.out).figures(args.figures)  # refused now, not after the sweep
     run_on = executor(args.executor, args.address)
+    if args.executor == "ray":
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")  # the driver only writes; devices are the tasks'
     try:
         out = sweep.run(spec, force=args.force, executor=run_on)
     except KeyboardInterrupt:
@@ -159,7 +162,7 @@ def cmd_sweep(args) -> int:
         return 130
     table, swept, _ = load(out)
     print(format_summary(summarize(table, swept), swept))
-    for path in plot(out, args.figures):
+    for path in plot(out, figures):
         if path.suffix == ".png":
             print(f"wrote {path}")
     return 0
@@ -242,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run or resume a seed sweep from a TOML file, then report and plot")
     sweep.add_argument("file", help="sweep file (schema in the README)")
     sweep.add_argument("--out", help="the sweep directory (default: the file's `out`, else runs/<name>)")
-    sweep.add_argument("--force", action="store_true", help="replace results of a different sweep in its directory")
+    sweep.add_argument("--force", action="store_true",
+                       help="delete the directory's results, whatever sweep they are from, and start over")
     sweep.add_argument("--figures", help="where to write the figures (default: <out>/_figures)")
     sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="where chunks run: this process (default), or Ray tasks")
@@ -280,9 +284,13 @@ def main(argv=None) -> int:
         return 2
     except OSError as err:  # a full disk, a read-only directory: say what happened, keep what was written
         where = f" ({err.filename})" if err.filename else ""
-        print(f"gridsim: error: {err.strerror or err}{where}; finished sweep points are kept, and rerunning "
-              "the same command resumes", file=sys.stderr)
+        kept = ("; finished sweep points are kept, and rerunning the same command resumes"
+                if args.run is cmd_sweep else "")
+        print(f"gridsim: error: {err.strerror or err}{where}{kept}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a sweep says what it kept (cmd_sweep); elsewhere nothing is half-written
+        print("\ngridsim: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

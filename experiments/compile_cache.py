@@ -31,5 +31,4 @@ def enable() -> None:
     except OSError:
         return  # an unwritable home: run without the cache rather than fail
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(path)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_compilation_cache_dir", str(path))  # programs that took over 1 s to compile (JAX's default)

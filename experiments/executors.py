@@ -7,6 +7,7 @@ through the store, so one process writes, whatever runs the chunks.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -33,11 +34,15 @@ def _run_on_worker(spec: SweepSpec, plugins: dict[str, str], chunk: list[int], p
     workers need no shared filesystem (the driver checked its content for the sweep's identity)."""
     import dataclasses
 
-    if plugins:
-        directory = Path(tempfile.mkdtemp(prefix="gridsim-plugin-"))
-        (path, text), = plugins.items()
+    for path, text in plugins.items():  # one file: the spec names one environment
+        # one path per content, so every chunk of the sweep names the same env and reuses its compiled program
+        directory = Path(tempfile.gettempdir()) / f"gridsim-plugin-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        directory.mkdir(exist_ok=True)
         local = directory / Path(path).name
-        local.write_text(text, encoding="utf-8")
+        if not local.exists() or local.read_text(encoding="utf-8") != text:
+            tmp = directory / f".{local.name}.{os.getpid()}"
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(local)  # tasks on one node may arrive together
         spec = dataclasses.replace(spec, env=f"{local}:{spec.env.partition(':')[2]}")
     return run_chunk(spec, chunk, pad_to)
 
@@ -77,8 +82,10 @@ class RayExecutor:
         """What one chunk asks for."""
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         if any(n.get("GPU", 0) >= 1 for n in nodes):
-            return {"num_gpus": 1, "num_cpus": 1}
-        return {"num_cpus": max(1, int(min(n.get("CPU", 1) for n in nodes)))}
+            # max_calls=0: the worker stays, with its imports and compiled programs (Ray's GPU default is 1)
+            return {"num_gpus": 1, "num_cpus": 1, "max_calls": 0}
+        cpus = [n["CPU"] for n in nodes if n.get("CPU", 0) > 0]  # a head started with --num-cpus=0 runs nothing
+        return {"num_cpus": max(1, int(min(cpus, default=1)))}
 
     def map(self, spec: SweepSpec, chunks: list[list[int]], pad_to: int, progress: Progress) -> Iterator[ChunkResult]:
         ray = self._connect()
@@ -87,8 +94,14 @@ class RayExecutor:
         pending = {task.remote(spec, plugins, chunk, pad_to): chunk for chunk in chunks}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            pending.pop(done[0])
-            result = ray.get(done[0])
+            chunk = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayError as err:  # retries spent, out of memory, or an error in the task
+                cause = getattr(err, "cause", None) or err
+                first = (str(cause).strip().splitlines() or [""])[0]
+                raise ValueError(f"Ray task for sweep points {chunk} failed ({type(cause).__name__}: {first}); "
+                                 "finished points are kept, and rerunning the command resumes") from None
             progress(result.env_steps * len(result.points) / pad_to)
             yield result
 

@@ -144,7 +144,7 @@ def inspect(directory, point: int, seed: int, episodes: int = 256, out_dir=None)
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     agent = load_agent(directory, point, seed)
     played = agent_episodes(agent, episodes)
-    out_dir = Path(out_dir or Store(directory).figures)
+    out_dir = Store(directory).figures(out_dir)
     stem = f"agent-p{point:04d}-s{seed:04d}"
     return [heatmap_figure(agent, played, out_dir / f"{stem}-visits.png"),
             episodes_gif(agent, played, out_dir / f"{stem}.gif")]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.report import load, outcome_columns, summarize
-from experiments.store import Store, StoreError
+from experiments.store import Store
 
 
 def _log_like(values: np.ndarray) -> bool:
@@ -46,10 +46,7 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     store = Store(directory)
     table, swept, manifest = load(directory)
     summary = summarize(table, swept)
-    out_dir = Path(out_dir or store.figures)
-    if out_dir.resolve() == directory.resolve():
-        raise StoreError(f"--out {out_dir} is the sweep directory, where results are read; figures go to "
-                         f"{store.figures} by default, or anywhere else")
+    out_dir = store.figures(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     x_name = swept[0] if swept else "point"
     xs = summary[x_name].to_numpy(dtype=float)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -44,6 +45,7 @@ class ChunkResult(NamedTuple):
     host: str
     pid: int
     devices: list[str]
+    code: dict[str, str]  # gridsim version and source where the chunk ran (a cluster node may differ)
 
     def record(self, executor: str) -> dict:
         """What the store keeps of the chunk besides its results."""
@@ -173,7 +175,7 @@ def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
         agents[i] = pick(out.networks)
     return ChunkResult(list(points), tables, curves, agents, time.perf_counter() - started,
                        len(padded) * spec.seeds * runner.steps_per_seed, socket.gethostname(), os.getpid(),
-                       [str(d) for d in jax.local_devices()])
+                       [str(d) for d in jax.local_devices()], code_identity())
 
 
 # ---- what computed the results --------------------------------------------------------------------
@@ -184,6 +186,7 @@ RESULT_CODE = ("gridsim", "agents", "experiments/train.py", "experiments/runner.
                "experiments/metrics.py")
 
 
+@functools.cache
 def _source_digest() -> str:
     """Hash of the Python source that computes the results, committed or not."""
     root = Path(__file__).resolve().parents[1]
@@ -215,13 +218,32 @@ def plugin_files(spec: SweepSpec) -> dict[str, str]:
     return {str(path): path.read_text(encoding="utf-8")}
 
 
+def _plugin_sources(spec: SweepSpec) -> dict[str, str]:
+    """The plug-in source a spec's environment comes from, path -> text: a file (``file.py:Attr``) or an
+    importable module outside gridsim (``package.module:attr``). Built-in names have none."""
+    files = plugin_files(spec)
+    module, sep, _ = spec.env.partition(":")
+    if files or not sep or module.split(".")[0] in ("gridsim", "agents", "experiments"):
+        return files
+    try:
+        origin = importlib.util.find_spec(module).origin
+        return {origin: Path(origin).read_text(encoding="utf-8")}
+    except (ImportError, AttributeError, TypeError, ValueError, OSError):
+        return {}  # gridsim.make reports a module that cannot be found
+
+
+def code_identity() -> dict[str, str]:
+    """The gridsim that runs here: checked on every chunk, so a cluster node with another install
+    cannot add its results to a table."""
+    return {"gridsim version": gridsim.__version__, "gridsim source": _source_digest()}
+
+
 def identity(spec: SweepSpec) -> dict[str, str]:
-    """What a sweep's results depend on: the spec, gridsim's version and source, the plug-in file.
+    """What a sweep's results depend on: the spec, gridsim's version and source, the plug-in's source.
     Resuming with any of them changed would mix two programs' agents in one table."""
     plugins = {f"plug-in {path}": hashlib.sha256(text.encode()).hexdigest()[:16]
-               for path, text in plugin_files(spec).items()}
-    return {"spec": spec.digest, "gridsim version": gridsim.__version__, "gridsim source": _source_digest(),
-            **plugins}
+               for path, text in _plugin_sources(spec).items()}
+    return {"spec": spec.digest, **code_identity(), **plugins}
 
 
 def _versions() -> dict:

@@ -70,6 +70,7 @@ class SweepSpec:
     def digest(self) -> str:
         """Identity of what the results depend on (not of where they are written)."""
         content = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "source", "points_per_chunk")}
+        content["points"] = self.points  # in order: point i's settings follow the order of the [sweep] keys
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import functools
 import json
 import os
 import re
@@ -52,9 +53,11 @@ class StoreError(ValueError):
     """A sweep directory that cannot be used as asked; the message says why and what to do."""
 
 
+@functools.cache
 def _file_mode() -> int:
-    """What a newly created file gets under this process's umask (temporary files start at 0600)."""
-    umask = os.umask(0)
+    """What a newly created file gets under this process's umask (temporary files start at 0600).
+    Read once: reading the umask means setting it, for a moment, for every thread."""
+    umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask
 
@@ -113,9 +116,13 @@ class Store:
     def curves_path(self, index: int) -> Path:
         return self.root / CURVES / f"point-{index:04d}.parquet"
 
-    @property
-    def figures(self) -> Path:
-        return self.root / FIGURES
+    def figures(self, out_dir=None) -> Path:
+        """Where pictures go: ``out_dir``, else ``_figures``; never the directory the table is read from."""
+        out_dir = Path(out_dir or self.root / FIGURES)
+        if out_dir.resolve() == self.root.resolve():
+            raise StoreError(f"--out {out_dir} is the sweep directory, where results are read; figures go to "
+                             f"{self.root / FIGURES} by default, or anywhere else")
+        return out_dir
 
     # ---- reading --------------------------------------------------------------------------------
 
@@ -178,9 +185,10 @@ class Store:
     def curves(self):
         import pandas as pd
 
-        files = sorted((self.root / CURVES).glob("point-[0-9][0-9][0-9][0-9]*.parquet"))
         done = set(self.point_files())
-        frames = [pd.read_parquet(f) for f in files if int(f.stem.split("-")[1]) in done]
+        files = sorted(f for f in (self.root / CURVES).glob("point-*.parquet")
+                       if (match := POINT_FILE.match(f.name)) and int(match.group(1)) in done)
+        frames = [pd.read_parquet(f) for f in files]
         return pd.concat(frames) if frames else None
 
     def chunks(self) -> list[dict]:
@@ -250,7 +258,8 @@ class Store:
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock; the file stays, naming the last holder
+            os.ftruncate(self._lock_fd, 0)  # no holder; a file still naming one was left by a process that died
+            os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
     def _start(self, manifest: dict, force: bool) -> set[int]:
@@ -266,6 +275,7 @@ class Store:
             if before is not None:
                 changed = _changed(before, manifest)
                 if not changed:
+                    self._tidy()
                     return self._done(len(manifest["points"]), seeds)
                 if self.point_files():
                     what = "a different sweep" if "spec" in changed else "this sweep, run by other code"
@@ -274,10 +284,18 @@ class Store:
                         "mix the two in one table. Choose another out, or pass --force to delete them and start "
                         "again")
         self._clear()
-        for derived in (AGENTS, CURVES, CHUNKS):
-            (self.root / derived).mkdir(exist_ok=True)
+        self._tidy()
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
         return set()
+
+    def _tidy(self) -> None:
+        """Under the lock: remove temporaries of writes that a killed process never finished, and
+        (re)make the folders results go to."""
+        for derived in (AGENTS, CURVES, CHUNKS):
+            (self.root / derived).mkdir(exist_ok=True)
+        for folder in (self.root, *(self.root / d for d in (AGENTS, CURVES, CHUNKS))):
+            for tmp in folder.glob(".tmp-*"):
+                tmp.unlink(missing_ok=True)
 
     def _clear(self) -> None:
         """Remove every result (not the user's other files)."""

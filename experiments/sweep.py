@@ -22,7 +22,8 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True, executor=No
 
     executor = executor or LocalExecutor()
     store = Store(spec.out)
-    with store.writing(runner.manifest(spec), force) as done:
+    manifest = runner.manifest(spec)
+    with store.writing(manifest, force) as done:
         todo = [i for i in range(len(spec.points)) if i not in done]
         chunks = runner.plan(spec, todo, default=getattr(executor, "points_per_chunk", None))
         pad_to = max((len(c) for c in chunks), default=1)
@@ -33,9 +34,19 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True, executor=No
             finished = 0
             bar.set_postfix_str(f"chunk 1/{len(chunks)}" if chunks else "")
             for result in executor.map(spec, chunks, pad_to, bar.update):
+                _same_code(result, manifest["identity"])
                 for i in result.points:
                     store.write_point(i, result.tables[i], result.curves[i], result.agents[i])
                 store.record_chunk(result.record(executor.name))
                 finished += 1
                 bar.set_postfix_str(f"chunk {min(finished + 1, len(chunks))}/{len(chunks)}")
     return spec.out
+
+
+def _same_code(result: runner.ChunkResult, identity: dict) -> None:
+    """Refuse a chunk computed by another gridsim (a cluster node with an older install)."""
+    differ = [k for k, v in result.code.items() if identity.get(k) != v]
+    if differ:
+        raise ValueError(f"points {result.points} were computed on {result.host} by another gridsim "
+                         f"({', '.join(differ)} differ from this machine's); install the same gridsim on every "
+                         "node and run the sweep again (finished points are kept)")

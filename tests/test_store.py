@@ -56,12 +56,19 @@ def test_a_damaged_point_file_is_computed_again_and_strays_are_ignored(copy_of_f
     (run / "point-0001.parquet").write_bytes(b"")  # a write cut short
     shutil.copy(run / "point-0002.parquet", run / "point-0000 (copy).parquet")
     (run / "notes.parquet").write_bytes(b"not a table")
+    shutil.copy(run / "_curves" / "point-0000.parquet", run / "_curves" / "point-0000 (copy).parquet")
+    leftovers = [run / ".tmp-abc", run / store_module.AGENTS / ".tmp-def"]  # writes a killed process left
+    for path in leftovers:
+        path.write_bytes(b"partial")
     with pytest.warns(UserWarning, match="point-0001.parquet is unreadable"):
         sweep.run(sweep_spec.load(spec_path), progress=False)
     assert [c["points"] for c in Store(run).chunks()][-1] == [1]  # only the damaged point was run again
     table, _ = Store(run).results()
     pd.testing.assert_frame_equal(table, results(finished))
     assert (run / "notes.parquet").exists()  # the user's files are left alone
+    assert not any(path.exists() for path in leftovers)
+    curves = Store(run).curves()
+    assert len(curves) == len(Store(finished).curves())  # the copied curves file is not read
 
 
 def test_a_point_file_of_the_wrong_shape_is_computed_again(copy_of_finished):
@@ -80,10 +87,47 @@ def test_results_files_follow_the_umask(finished):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_figures_never_go_where_the_table_is_read(finished, capsys):
+def test_figures_never_go_where_the_table_is_read(finished, tmp_path, capsys):
     assert main(["plot", str(finished), "--out", str(finished)]) == 2
     assert "is the sweep directory, where results are read" in capsys.readouterr().err
-    assert not list(finished.glob("*.png"))
+    assert main(["inspect", str(finished), "--out", str(finished)]) == 2
+    assert not list(finished.glob("*.png")) and not list(finished.glob("*.gif"))
+    fresh = tmp_path / "fresh"
+    assert main(["sweep", str(write_spec(tmp_path)), "--out", str(fresh), "--figures", str(fresh)]) == 2
+    assert not (fresh / store_module.MANIFEST).exists()  # refused before anything ran
+
+
+def test_a_clean_exit_leaves_no_holder_so_the_next_run_does_not_warn(copy_of_finished, recwarn):
+    spec_path, run = copy_of_finished
+    for _ in range(2):
+        sweep.run(sweep_spec.load(spec_path), progress=False)
+        assert (run / store_module.LOCK).read_text() == ""
+    assert not [w for w in recwarn if "taking over" in str(w.message)]
+
+
+def test_a_chunk_from_another_gridsim_is_refused(tmp_path):
+    """A cluster node with another install: its results never reach the table."""
+    from experiments.runner import ChunkResult
+
+    class OtherInstall:
+        name = "other"
+
+        def map(self, spec, chunks, pad_to, progress):
+            code = {"gridsim version": "0.0.1", "gridsim source": "0000000000000000"}
+            yield ChunkResult(chunks[0], {}, {}, {}, 1.0, 1, "node-7", 1, [], code)
+
+    spec = sweep_spec.load(write_spec(tmp_path))
+    with pytest.raises(ValueError, match=r"on node-7 by another gridsim \(gridsim version, gridsim source"):
+        sweep.run(spec, progress=False, executor=OtherInstall())
+    assert not Store(spec.out).point_files()
+
+
+def test_the_order_of_swept_keys_is_part_of_the_identity(tmp_path):
+    """Point N's settings follow the order of the [sweep] keys, so a resume with them swapped is refused."""
+    swept = "alpha = [0.0, 0.5, 1.0]"
+    one = sweep_spec.load(write_spec(tmp_path, "one.toml", **{swept: "alpha = [0.0, 1.0]\nnum_levels = [0, 8]"}))
+    two = sweep_spec.load(write_spec(tmp_path, "two.toml", **{swept: "num_levels = [0, 8]\nalpha = [0.0, 1.0]"}))
+    assert one.points[1] != two.points[1] and one.digest != two.digest
 
 
 def test_a_directory_without_results_takes_a_corrected_spec(tmp_path):
