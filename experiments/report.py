@@ -80,7 +80,9 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
                          "episode (no rate; left out of the mean and intervals)")
     levels = sorted(summary.num_levels.unique())
     training = ", ".join("a fresh level every episode" if n == 0 else f"{n} fixed levels per seed" for n in levels)
+    low, high = summary.distinguishing_episodes.min(), summary.distinguishing_episodes.max()
+    median = f"{low:.0f}" if round(low) == round(high) else f"{low:.0f} to {high:.0f} (by point)"
     notes.append(f"training levels: {training}; per seed {summary.test_episodes.iloc[0]} fresh test episodes, "
-                 f"a median {summary.distinguishing_episodes.median():g} of them distinguishing (counted)")
+                 f"a median {median} of them distinguishing (counted)")
     notes.append("rates over capable seeds (greedy training success >= 80%); intervals: Wilson, 95%")
     return "\n".join(lines + notes)
