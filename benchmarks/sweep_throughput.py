@@ -1,6 +1,6 @@
 """Wall time and env-steps/s of a whole sweep (training, evaluation, writing), as `gridsim sweep` runs it.
 
-    python benchmarks/sweep_throughput.py                         # the demo sweep, 16 seeds (5 to 13 min on 2 CPU cores)
+    python benchmarks/sweep_throughput.py                         # the demo sweep, 16 seeds (5-13 min, 2 CPU cores)
     python benchmarks/sweep_throughput.py --seeds 16 1024         # on a GPU: the demo, then 1024 seeds per point
     python benchmarks/sweep_throughput.py --spec examples/keys_chests.toml
 
