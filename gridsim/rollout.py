@@ -86,11 +86,15 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
 
     def one_step(loop, key):
         obs, env_state, carry, first, result = loop
-        k_act, k_env = jax.random.split(key)
+        k_act, _ = jax.random.split(key)
         action, carry = act(jax.random.split(k_act, episodes), obs, env_state, params, carry, first)
-        obs, next_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
-            jax.random.split(k_env, episodes), env_state, action, params
+        # no auto-reset: only first episodes count, and drawing the next level is most of a maze step
+        next_state, _, terminated, truncated, info = jax.vmap(env.transition, (0, 0, None))(
+            env_state, action, params
         )
+        done = terminated | truncated
+        obs = jax.vmap(env.observe)(next_state.level)
+        info = dict(info, final_observation=obs, final_state=next_state)
         step = Trace(env_state, info, ~result.finished) if trace else None
         ends_first = done & ~result.finished
         record = lambda old, new: jnp.where(ends_first, new, old)
