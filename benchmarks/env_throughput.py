@@ -1,4 +1,4 @@
-"""Environment throughput: random-policy rollouts of gridsim and its peers (navix, xminigrid).
+"""Environment throughput: random-policy rollouts of gridsim and its peers (navix, xminigrid, jaxgmg).
 
     python benchmarks/env_throughput.py                      # B = 1, 64, 1024, 8192 (~10 min on 2 CPU cores)
     python benchmarks/env_throughput.py --batch-sizes 1024   # one batch size
@@ -118,6 +118,34 @@ def xminigrid_cases(names) -> list[Case]:
         info = {"max_steps": int(params.max_steps), "view_size": params.view_size}
         reset = lambda key, env=env, params=params: env.reset(params, key)
         cases.append(Case(name, "xminigrid", env.num_actions(params), reset, step, info))
+    return cases
+
+
+def jaxgmg_cases(sizes) -> list[Case]:
+    """jaxgmg's cheese_in_the_corner and keys_and_chests (its defaults: corner size 1; 1-4 keys, 4 chests).
+    Its auto-reset restarts the same level, so each environment replays the maze it was reset to:
+    compare with gridsim on fixed levels as well as with fresh ones."""
+    try:
+        from jaxgmg.environments import cheese_in_the_corner, keys_and_chests
+    except ImportError:
+        print("jaxgmg is not installed (not on the package registry: pip install --no-deps from its "
+              "source, plus einops, jaxtyping, imageio): skipping its environments", file=sys.stderr)
+        return []
+    cases = []
+    for module in (cheese_in_the_corner, keys_and_chests):
+        for size in sizes:
+            env, generator = module.Env(), module.LevelGenerator(height=size, width=size)
+
+            def reset(key, env=env, generator=generator):
+                return env.reset_to_level(generator.sample(key))[1]
+
+            def step(key, state, action, env=env):
+                obs, state, *_ = env.step(key, state, action)
+                return state, obs
+
+            name = f"jaxgmg {module.__name__.rsplit('.', 1)[1]} {size}x{size}"
+            cases.append(Case(name, "jaxgmg", env.num_actions, reset, step,
+                              {"max_steps": int(env.max_steps_in_episode)}))
     return cases
 
 
@@ -302,9 +330,12 @@ def main(argv=None):
     egocentric = gridsim_case("cheese-in-corner", "egocentric", observation="egocentric")
     keys = gridsim_case("keys-and-chests")
     obstacles = gridsim_case("keys-and-chests", "obstacle_density=0.2", obstacle_density=0.2)
-    ours = [coin, short, cheese, fixed_maze, level_set, egocentric, keys, obstacles]
+    cheese13 = gridsim_case("cheese-in-corner", height=13, width=13)
+    keys13 = gridsim_case("keys-and-chests", height=13, width=13)
+    ours = [coin, short, cheese, fixed_maze, level_set, egocentric, cheese13, keys, obstacles, keys13]
     peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
+    peers += jaxgmg_cases([9, 13])
 
     rollouts = []
     for batch in batch_sizes:
