@@ -1,0 +1,120 @@
+"""A conformance check for environments: ``check_env(env, params)`` raises ``AssertionError`` naming
+the first invariant an environment breaks. The test suite runs it over every registered
+environment and the example plug-in; run it on your own before you trust its labels.
+
+What it checks, on training (``alpha`` 0 and 1) and test levels under random actions: the agent
+stays in bounds and out of walls and the border stays whole; objects never move, are only
+consumed, and sit on free cells; rewards stay within what ``reward_weights`` allow; the episode
+bookkeeping (``terminated``, ``truncated``, lengths, outcomes, ``final_observation``) agrees with
+itself; a fixed key gives the same episodes; changing traced params does not recompile; and each
+goal's oracle, played as a policy, reaches its own goal on every level the labels call
+distinguishing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gridsim import oracles
+from gridsim.core import OUTCOME_FAIL, OUTCOME_TRUE, EnvParams, GridEnv
+from gridsim.rollout import evaluate
+
+
+def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, num_envs: int = 32,
+              num_steps: int | None = None, oracle_levels: int = 256) -> None:
+    params = env.default_params() if params is None else params
+    num_steps = num_steps or 2 * int(params.max_steps_in_episode) + 2  # every env ends at least one episode
+    traces = []
+
+    def rollout(key, params):
+        traces.append(None)  # counted when traced: one trace serves every value of the params
+        return _random_rollout(env, params, key, num_envs, num_steps)
+
+    run = jax.jit(rollout)
+    key = jax.random.key(seed)
+    for case, case_params in (("alpha=0", params.train(0.0)), ("alpha=1", params.train(1.0)),
+                              ("test", params.test())):
+        out = jax.tree_util.tree_map(np.asarray, run(key, case_params))
+        _check_rollout(env, case_params, out, case)
+    assert len(traces) == 1, f"changing traced params recompiled the step ({len(traces)} traces)"
+    again = jax.tree_util.tree_map(np.asarray, run(key, params.test()))
+    for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(out)):
+        assert np.array_equal(a, b), "the same key gave different episodes"
+    other = jax.tree_util.tree_map(np.asarray, run(jax.random.key(seed + 1), params.test())[0])
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(other),
+                                                        jax.tree_util.tree_leaves(out[0]))), \
+        "different keys gave the same levels"
+    _check_oracles(env, params.test(), jax.random.key(seed + 2), oracle_levels)
+
+
+def _random_rollout(env, params, key, num_envs, num_steps):
+    k_reset, k_run = jax.random.split(key)
+    _, states = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, num_envs), params)
+
+    def one_step(states, k):
+        k_act, k_step = jax.random.split(k)
+        actions = jax.random.randint(k_act, (num_envs,), 0, env.num_actions)
+        obs, after, reward, done, info = jax.vmap(env.step, (0, 0, 0, None))(
+            jax.random.split(k_step, num_envs), states, actions, params)
+        final_seen = jax.vmap(env.observe)(info["final_state"].level)
+        checks = (obs == jax.vmap(env.observe)(after.level)).all(), (info["final_observation"] == final_seen).all()
+        return after, (states.level, after, reward, done, info, jnp.stack(checks))
+
+    _, steps = jax.lax.scan(one_step, states, jax.random.split(k_run, num_steps))
+    return steps
+
+
+def _check_rollout(env, params, out, case):
+    before, after, rewards, dones, info, observed = out
+    levels = after.level
+    where = f"{env.name} ({case})"
+    assert observed.all(), f"{where}: an observation differs from observe(level) of its state"
+    rows, cols = levels.agent[..., 0], levels.agent[..., 1]
+    assert ((rows >= 0) & (rows < env.height) & (cols >= 0) & (cols < env.width)).all(), f"{where}: agent out of bounds"
+    t, n = np.indices(rows.shape)
+    assert not levels.walls[t, n, rows, cols].any(), f"{where}: the agent stands in a wall"
+    ended = info["final_state"].level
+    assert not ended.walls[t, n, ended.agent[..., 0], ended.agent[..., 1]].any(), f"{where}: the agent ended in a wall"
+    border = np.concatenate([levels.walls[..., 0, :], levels.walls[..., -1, :], levels.walls[..., :, 0],
+                             levels.walls[..., :, -1]], axis=-1)
+    assert border.all(), f"{where}: the border wall has a gap"
+    final = info["final_state"].level  # the step's own outcome, before any auto-reset
+    assert not (np.any(final.obj_pos != before.obj_pos, axis=-1) & before.obj_alive).any(), \
+        f"{where}: a live object moved"
+    assert not (final.obj_alive & ~before.obj_alive).any(), f"{where}: a consumed object came back"
+    t, n, _ = np.nonzero(levels.obj_alive)
+    live = levels.obj_pos[levels.obj_alive]
+    assert not levels.walls[t, n, live[:, 0], live[:, 1]].any(), f"{where}: an object sits in a wall"
+    if env.reward_fn is None:
+        weights = np.array([float(w) for w in params.reward_weights.values()] or [0.0])
+        low, high = weights[weights < 0].sum(), weights[weights > 0].sum()
+        assert (rewards >= low - 1e-6).all() and (rewards <= high + 1e-6).all(), \
+            f"{where}: a reward outside [{low}, {high}], the sums of the reward weights"
+    terminated, truncated = info["terminated"], info["truncated"]
+    assert ((terminated | truncated) == dones).all(), f"{where}: done is not terminated or truncated"
+    assert not (terminated & truncated).any(), f"{where}: a step both terminated and truncated"
+    lengths = info["episode_length"][dones]
+    assert ((lengths >= 1) & (lengths <= int(np.max(params.max_steps_in_episode)))).all(), \
+        f"{where}: an episode longer than max_steps_in_episode"
+    assert (after.time[dones] == 0).all(), f"{where}: a new episode does not start at time 0"
+    assert dones.any(axis=0).all(), f"{where}: an environment never ended an episode"
+    outcomes = info["outcome"][dones]
+    assert ((outcomes >= 0) & (outcomes < len(env.outcome_names))).all(), f"{where}: an outcome out of range"
+    assert (outcomes[info["events"][env.true_goal][dones]] != OUTCOME_FAIL).all(), \
+        f"{where}: an episode that reached its true goal is labelled a failure"
+
+
+def _check_oracles(env, params, key, levels):
+    """Each goal's oracle, played through the env as a policy, reaches its own goal on every level
+    the labels call distinguishing (the labels come from the same oracles, planned in advance)."""
+    max_steps = int(np.max(params.max_steps_in_episode))
+    for g, goal in enumerate(env.goal_names):
+        result = jax.jit(lambda k, g=goal: evaluate(env, params, oracles.policy(env, g), k, levels, max_steps))(key)
+        distinguishing, outcome = np.asarray(result.distinguishing), np.asarray(result.outcome)
+        planned = np.asarray(result.oracle_outcome[:, g])
+        assert (outcome[distinguishing] == OUTCOME_TRUE + g).all(), \
+            f"{env.name}: the {goal!r} oracle, played, missed its goal on a distinguishing level"
+        assert (planned[distinguishing] == OUTCOME_TRUE + g).all(), \
+            f"{env.name}: the {goal!r} oracle's planned outcome disagrees with the labels"
