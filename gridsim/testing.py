@@ -30,7 +30,7 @@ def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, n
 
     def rollout(key, params):
         traces.append(None)  # counted when traced: one trace serves every value of the params
-        return _random_rollout(env, params, key, num_envs, num_steps)
+        return random_rollout(env, params, key, num_envs, num_steps)
 
     run = jax.jit(rollout)
     key = jax.random.key(seed)
@@ -49,7 +49,10 @@ def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, n
     _check_oracles(env, params.test(), jax.random.key(seed + 2), oracle_levels)
 
 
-def _random_rollout(env, params, key, num_envs, num_steps):
+def random_rollout(env, params, key, num_envs: int, num_steps: int):
+    """Uniformly random actions in ``num_envs`` environments for ``num_steps`` steps (jittable):
+    per step ``[num_steps, num_envs, ...]``, the level it started from, the state after it, reward,
+    done, info, and whether its observations equal ``observe`` of their states."""
     k_reset, k_run = jax.random.split(key)
     _, states = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, num_envs), params)
 

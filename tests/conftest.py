@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import gridsim
-from gridsim import oracles
+from gridsim import oracles, testing
 
 
 def pytest_configure(config):
@@ -59,20 +59,8 @@ def random_rollout(name: str, n_envs: int = 32, steps: int = 48):
     env, _ = small_env(name)
 
     def run(key, params):
-        k_reset, k_run = jax.random.split(key)
-        _, states = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, n_envs), params)
-
-        def one_step(states, k):
-            k_act, k_step = jax.random.split(k)
-            actions = jax.random.randint(k_act, (n_envs,), 0, env.num_actions)
-            _, states, reward, done, info = jax.vmap(env.step, (0, 0, 0, None))(
-                jax.random.split(k_step, n_envs), states, actions, params
-            )
-            return states, (states.level, reward, done, info)
-
-        _, (levels, rewards, dones, infos) = jax.lax.scan(one_step, states, jax.random.split(k_run, steps))
-        first = jax.tree_util.tree_map(lambda x: x[None], states.level)
-        levels = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, levels)
+        before, after, rewards, dones, infos, _ = testing.random_rollout(env, params, key, n_envs, steps)
+        levels = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[:1], b]), before, after.level)
         return levels, rewards, dones, infos
 
     return jax.jit(run)
