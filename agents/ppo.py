@@ -64,6 +64,11 @@ class Config:
     def num_updates(self) -> int:
         return self.total_timesteps // self.batch_size
 
+    @property
+    def steps_per_seed(self) -> int:
+        """Env steps one seed trains for (``total_timesteps`` rounded down to whole updates)."""
+        return self.num_updates * self.batch_size
+
     def validate(self) -> Config:
         """Raise ``ValueError`` naming the setting, before anything compiles."""
         for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "hidden"):

@@ -43,7 +43,7 @@ def measure(spec: sweep_spec.SweepSpec, seeds: int, executor_name: str = "local"
         table, swept, manifest = load(spec.out)
         summary = summarize(table, swept)
         chunks = Store(spec.out).chunks()
-    steps = len(spec.points) * seeds * spec.ppo.num_updates * spec.ppo.batch_size
+    steps = len(spec.points) * seeds * spec.ppo.steps_per_seed
     stats = jax.local_devices()[0].memory_stats() or {}
     return {
         "executor": executor_name,

@@ -149,10 +149,6 @@ def cmd_sweep(args) -> int:
         spec = dataclasses.replace(spec, out=Path(args.out))
     figures = Store(spec.out).figures(args.figures)  # refused now, not after the sweep
     run_on = executor(args.executor, args.address)
-    if args.executor == "ray":
-        import jax
-
-        jax.config.update("jax_platforms", "cpu")  # the driver only writes; devices are the tasks'
     try:
         out = sweep.run(spec, force=args.force, executor=run_on)
     except KeyboardInterrupt:

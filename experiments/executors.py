@@ -59,8 +59,12 @@ class RayExecutor:
     points_per_chunk = 1  # unless the spec says: the driver cannot see the workers' memory
 
     def __init__(self, address: str | None = None, max_retries: int = 3):
+        import jax
+
         self.address = address
         self.max_retries = max_retries
+        # the driver only writes: the devices are the tasks' (no effect once this process used a device)
+        jax.config.update("jax_platforms", "cpu")
 
     def _connect(self):
         try:

@@ -27,7 +27,7 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True, executor=No
         todo = [i for i in range(len(spec.points)) if i not in done]
         chunks = runner.plan(spec, todo, default=getattr(executor, "points_per_chunk", None))
         pad_to = max((len(c) for c in chunks), default=1)
-        steps_per_seed = spec.ppo.num_updates * spec.ppo.batch_size
+        steps_per_seed = spec.ppo.steps_per_seed
         label = f"{spec.name}: {len(todo)} of {len(spec.points)} points x {spec.seeds} seeds"
         with tqdm(total=len(todo) * spec.seeds * steps_per_seed, unit="step", unit_scale=True, desc=label,
                   disable=not progress) as bar:

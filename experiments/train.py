@@ -95,7 +95,7 @@ class SeedRunner:
 
     @property
     def steps_per_seed(self) -> int:
-        return self.config.num_updates * self.config.batch_size
+        return self.config.steps_per_seed
 
     def bytes_per_agent(self, params) -> int:
         """A rough upper bound on one agent's device memory while training and evaluating."""

@@ -108,7 +108,7 @@ def _check_option_types(factory, options: dict) -> None:
             raise ValueError(f"option {key!r} must be a string, got {value!r}")
 
 
-def _check_param_types(env: GridEnv, updates: dict) -> None:
+def _check_param_types(updates: dict) -> None:
     for key, value in updates.items():
         if key == "reward_weights":
             if not isinstance(value, dict) or not all(_is_number(w) for w in value.values()):
@@ -154,7 +154,7 @@ def make(name: str, **overrides) -> tuple[GridEnv, EnvParams]:
             f"static options: {sorted(static_options)}; params: {sorted(param_fields)}"
         )
     updates = {k: v for k, v in overrides.items() if k in param_fields}
-    _check_param_types(env, updates)
+    _check_param_types(updates)
     if "reward_weights" in updates:
         updates["reward_weights"] = {**params.reward_weights, **updates["reward_weights"]}
     params = params.replace(**updates)

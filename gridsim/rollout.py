@@ -86,7 +86,7 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
 
     def one_step(loop, key):
         obs, env_state, carry, first, result = loop
-        k_act, _ = jax.random.split(key)
+        k_act, _ = jax.random.split(key)  # the actions' keys as when steps drew levels too
         action, carry = act(jax.random.split(k_act, episodes), obs, env_state, params, carry, first)
         # no auto-reset: only first episodes count, and drawing the next level is most of a maze step
         next_state, _, terminated, truncated, info = jax.vmap(env.transition, (0, 0, None))(
