@@ -17,6 +17,7 @@ bootstrapped from the value of where it was cut) and ``outcome`` /
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -245,13 +246,19 @@ class Trainer:
 
     def _rollout(self, state: TrainState):
         c = self.config
+        # maze walls for this rollout's new episodes, generated once per update instead of once per
+        # environment per step (agent and objects are still drawn afresh for every episode)
+        bank = None
+        if hasattr(self.env, "sample_layouts"):
+            bank = self.env.sample_layouts(jax.random.fold_in(state.key, 0xBA4C), state.env_params, c.num_envs)
+        step = self.env.step if bank is None else functools.partial(self.env.step, bank=bank)
 
         def one_step(carry, _):
             env_state, obs, hidden, reset, key = carry
             key, k_act, k_env = jax.random.split(key, 3)
             hidden, logits, value = self.network.apply(state.network, hidden, obs, reset)
             action = jax.random.categorical(k_act, logits)
-            next_obs, env_state, reward, done, info = jax.vmap(self.env.step, (0, 0, 0, None))(
+            next_obs, env_state, reward, done, info = jax.vmap(step, (0, 0, 0, None))(
                 jax.random.split(k_env, c.num_envs), env_state, action, state.env_params
             )
             log_prob = _log_prob(logits, action)

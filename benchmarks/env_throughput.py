@@ -38,7 +38,9 @@ import gridsim  # noqa: E402
 @dataclasses.dataclass
 class Case:
     """One environment behind a common interface: ``reset(key) -> state`` and
-    ``step(key, state, action) -> (state, obs)``, auto-resetting when an episode ends."""
+    ``step(key, state, action, shared) -> (state, obs)``, auto-resetting when an episode ends.
+    ``prepare(key, batch) -> shared``, when given, runs once per timed call (inside the timing)
+    and its result reaches every step of that call: gridsim's bank of maze walls."""
 
     name: str
     family: str
@@ -46,6 +48,7 @@ class Case:
     reset: Callable
     step: Callable
     info: dict = dataclasses.field(default_factory=dict)
+    prepare: Callable | None = None
 
 
 class FixedMazeCheese(gridsim.CheeseInCorner):
@@ -64,11 +67,13 @@ def gridsim_case(name, label: str = "", **overrides) -> Case:
     env, params = gridsim.make(name, **overrides) if isinstance(name, str) else (name, name.default_params())
     name = env.name
 
-    def step(key, state, action):
-        obs, state, *_ = env.step(key, state, action, params)
+    def step(key, state, action, bank):
+        obs, state, *_ = env.step(key, state, action, params, bank)
         return state, obs
 
     suffix = f" {label}" if label else ""
+    # as in PPO, a new bank of maze walls per call (one rollout), one entry per environment
+    has_bank = jax.eval_shape(lambda key: env.sample_layouts(key, params, 1), jax.random.key(0)) is not None
     return Case(
         f"{name} {env.height}x{env.width}{suffix}",
         "gridsim",
@@ -76,6 +81,7 @@ def gridsim_case(name, label: str = "", **overrides) -> Case:
         lambda key: env.reset(key, params)[1],
         step,
         {"observation": env.observation, "max_steps_in_episode": int(params.max_steps_in_episode)},
+        prepare=(lambda key, batch: env.sample_layouts(key, params, batch)) if has_bank else None,
     )
 
 
@@ -89,7 +95,7 @@ def navix_cases(names) -> list[Case]:
     for name in names:
         env = navix.make(name)
 
-        def step(key, timestep, action, env=env):
+        def step(key, timestep, action, shared, env=env):
             # navix resets inside step (dm_env style: the step after the last one is a reset)
             timestep = env.step(timestep, action)
             return timestep, timestep.observation
@@ -111,7 +117,7 @@ def xminigrid_cases(names) -> list[Case]:
         env, params = xminigrid.make(name)
         env = GymAutoResetWrapper(env)  # xminigrid's step does not reset by itself
 
-        def step(key, timestep, action, env=env, params=params):
+        def step(key, timestep, action, shared, env=env, params=params):
             timestep = env.step(params, timestep, action)
             return timestep, timestep.observation
 
@@ -139,7 +145,7 @@ def jaxgmg_cases(sizes) -> list[Case]:
             def reset(key, env=env, generator=generator):
                 return env.reset_to_level(generator.sample(key))[1]
 
-            def step(key, state, action, env=env):
+            def step(key, state, action, shared, env=env):
                 obs, state, *_ = env.step(key, state, action)
                 return state, obs
 
@@ -152,7 +158,7 @@ def jaxgmg_cases(sizes) -> list[Case]:
 def make_rollout(case: Case, steps: int):
     """``(state, key) -> ((state, key), checksum)`` over a batch: ``steps`` random actions per env."""
 
-    def one_env(carry):
+    def one_env(carry, shared):
         state, key = carry
         key, k_actions, k_steps = jax.random.split(key, 3)
         # All T actions and step keys in one vectorised draw: threefry inside the scan body
@@ -162,7 +168,7 @@ def make_rollout(case: Case, steps: int):
         def body(carry, xs):
             state, checksum = carry
             k_step, action = xs
-            state, obs = case.step(k_step, state, action)
+            state, obs = case.step(k_step, state, action, shared)
             # Summing each observation into the carry keeps XLA from dropping the observation code.
             return (state, checksum + jnp.sum(obs, dtype=jnp.int32)), None
 
@@ -170,7 +176,12 @@ def make_rollout(case: Case, steps: int):
         (state, checksum), _ = jax.lax.scan(body, (state, jnp.int32(0)), xs)
         return (state, key), checksum
 
-    return jax.jit(jax.vmap(one_env))
+    def rollout(carry):
+        states, keys = carry
+        shared = case.prepare(jax.random.fold_in(keys[0], 1), keys.shape[0]) if case.prepare else None
+        return jax.vmap(one_env, (0, None))(carry, shared)
+
+    return jax.jit(rollout)
 
 
 def time_calls(fn, carry, repeats: int) -> dict[str, Any]:
@@ -191,8 +202,8 @@ def time_calls(fn, carry, repeats: int) -> dict[str, Any]:
 def time_rollout(case: Case, batch: int, steps: int, repeats: int) -> dict[str, Any]:
     keys = jax.random.split(jax.random.key(0), batch)
     states = jax.block_until_ready(jax.jit(jax.vmap(case.reset))(keys))
+    _, obs = jax.eval_shape(case.step, keys[0], jax.tree.map(lambda x: x[0], states), jnp.int32(0), None)
     timing = time_calls(make_rollout(case, steps), (states, keys), repeats)
-    _, obs = jax.eval_shape(case.step, keys[0], jax.tree.map(lambda x: x[0], states), jnp.int32(0))
     return {
         "env": case.name,
         "family": case.family,
@@ -308,6 +319,8 @@ def parse_args(argv=None):
     p.add_argument("--min-steps", type=int, default=32, help="smallest T")
     p.add_argument("--max-steps", type=int, default=4096, help="largest T (bounds the small-B calls)")
     p.add_argument("--quick", action="store_true", help="smoke run: B = 8, T = 16, 2 repeats")
+    p.add_argument("--only", type=lambda s: s.split(","), default=None,
+                   help="comma-separated names: run only these environments (as the tables name them)")
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args(argv)
     if args.quick:
@@ -337,6 +350,9 @@ def main(argv=None):
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
     peers += jaxgmg_cases([9, 13])
 
+    if args.only:
+        ours = [c for c in ours if c.name in args.only]
+        peers = [c for c in peers if c.name in args.only]
     rollouts = []
     for batch in batch_sizes:
         steps = steps_for(batch, args)
@@ -350,7 +366,8 @@ def main(argv=None):
     for r in rollouts:
         if r["family"] == "gridsim":
             r["ratios"] = {p.name: r["steps_per_s"] / by_key[p.name, r["batch"]]["steps_per_s"] for p in peers}
-    reset_cost = {b: by_key[short.name, b]["steps_per_s"] / by_key[coin.name, b]["steps_per_s"] for b in batch_sizes}
+    reset_cost = {b: by_key[short.name, b]["steps_per_s"] / by_key[coin.name, b]["steps_per_s"]
+                  for b in batch_sizes if (short.name, b) in by_key and (coin.name, b) in by_key}
 
     reset_batch = 64 if args.quick else 1024
     batched = {}

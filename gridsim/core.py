@@ -147,6 +147,17 @@ class Level:
 
 
 @struct.dataclass
+class LayoutBank:
+    """Walls generated in advance (``GridEnv.sample_layouts``): a training loop that starts many
+    episodes passes one to ``reset``/``step``, and a new level takes its walls from a random entry
+    instead of generating a maze, while the rest of the level (agent, objects, the alpha mixture) is
+    drawn fresh. With ``num_levels = N`` entry j is the whole of one level of the set."""
+
+    layouts: Layout  # stacked: [M] entries
+    level_keys: jax.Array  # [M] the key each entry's walls came from (the level's key when num_levels > 0)
+
+
+@struct.dataclass
 class EnvState:
     level: Level
     time: jax.Array  # int32[]: steps taken in this episode
@@ -250,6 +261,8 @@ class GridEnv:
         self.object_kinds = tuple(dict.fromkeys(self.slot_kinds))
         self.kind_slots = {k: np.array([s == k for s in self.slot_kinds]) for k in self.object_kinds}
         self.channel_names = ("wall", "agent", *self.object_kinds) + (("inventory",) if self.uses_inventory else ())
+        if len(self.channel_names) > 32:
+            raise ValueError(f"{self.name}: {len(self.object_kinds)} object kinds; observations hold at most 29")
 
     # ---- declared by subclasses ------------------------------------------------
 
@@ -360,13 +373,36 @@ class GridEnv:
 
     # ---- the engine --------------------------------------------------------------
 
-    def sample(self, key: jax.Array, params: EnvParams) -> Level:
-        """A level from ``params``' distribution: the mixture, and the fixed level set if any."""
-        key = _level_key(key, params)
-        k_layout, k_mix, k_level = rng.split(key, 3)
-        layout = index_layout(self.sample_layout(k_layout, params), self.cell_order)
+    def sample(self, key: jax.Array, params: EnvParams, bank: LayoutBank | None = None) -> Level:
+        """A level from ``params``' distribution: the mixture, and the fixed level set if any; its
+        walls from a random entry of ``bank`` when one is given."""
+        if bank is None:
+            key = _level_key(key, params)
+            layout = self._layout(rng.split(key, 3)[0], params)
+        else:
+            k_entry, key = rng.split(key)
+            entry = rng.randint(k_entry, (), 0, bank.level_keys.shape[0])
+            layout = jax.tree_util.tree_map(lambda x: x[entry], bank.layouts)
+            # a level of a fixed set is all its key's: the entry's; a fresh level only takes the walls
+            data = jnp.where(params.num_levels > 0, jax.random.key_data(bank.level_keys[entry]),
+                             jax.random.key_data(key))
+            key = jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+        _, k_mix, k_level = rng.split(key, 3)
         diverse = rng.uniform(k_mix) < params.alpha
         return self.sample_level(k_level, layout, params, diverse)
+
+    def sample_layouts(self, key: jax.Array, params: EnvParams, num: int) -> LayoutBank | None:
+        """A bank of ``num`` (static) walls for ``reset``/``step`` to draw new levels from, or None
+        when this environment's walls never change (there is nothing to save)."""
+        keys = jax.vmap(_level_key, (0, None))(rng.split(key, num), params)
+        first = rng.split(keys[0], 3)[0]
+        if _concrete(self.sample_layout(first, params)) is not None:
+            return None
+        layouts = jax.vmap(lambda k: self._layout(rng.split(k, 3)[0], params))(keys)
+        return LayoutBank(layouts=layouts, level_keys=keys)
+
+    def _layout(self, key: jax.Array, params: EnvParams) -> Layout:
+        return index_layout(self.sample_layout(key, params), self.cell_order)
 
     def start(self, level: Level) -> EnvState:
         """The state at the start of an episode on ``level``."""
@@ -377,8 +413,8 @@ class GridEnv:
             episode_return=jnp.float32(0.0),
         )
 
-    def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        level = self.sample(key, params)
+    def reset(self, key: jax.Array, params: EnvParams, bank: LayoutBank | None = None) -> tuple[jax.Array, EnvState]:
+        level = self.sample(key, params, bank)
         return self.observe(level), self.start(level)
 
     def reset_to_level(self, level: Level, params: EnvParams) -> tuple[jax.Array, EnvState]:
@@ -414,8 +450,9 @@ class GridEnv:
         }
         return final, reward, terminated, truncated, info
 
-    def step(self, key, state: EnvState, action, params: EnvParams):
-        """One step with auto-reset: ``(obs, state, reward, done, info)``.
+    def step(self, key, state: EnvState, action, params: EnvParams, bank: LayoutBank | None = None):
+        """One step with auto-reset: ``(obs, state, reward, done, info)``; a new episode's walls come
+        from ``bank`` when one is given (``sample_layouts``), else are generated afresh.
 
         When ``done``, ``obs`` and ``state`` are the first of the next episode,
         ``info`` describes the episode that just ended, and
@@ -424,8 +461,10 @@ class GridEnv:
         the move, as gymnax 1.0 gives ``final_observation``).
         """
         final, reward, terminated, truncated, info = self.transition(state, action, params)
-        done = terminated | truncated
-        fresh = self.sample(key, params)
+        return self._restart(final, reward, terminated | truncated, info, self.sample(key, params, bank))
+
+    def _restart(self, final: EnvState, reward, done, info, fresh: Level):
+        """The auto-reset: the episode goes on from ``final``, or where ``done`` starts on ``fresh``."""
         level = jax.tree_util.tree_map(lambda f, a: jnp.where(done, f, a), fresh, final.level)
         new_state = EnvState(
             level=level,
@@ -454,15 +493,23 @@ class GridEnv:
         return self._planes(level, jnp.arange(self.height), jnp.arange(self.width), level.walls)
 
     def _planes(self, level: Level, rows, cols, walls) -> jax.Array:
-        row_hit = rows[None, :] == level.obj_pos[:, :1]  # [K, h]
-        col_hit = cols[None, :] == level.obj_pos[:, 1:]  # [K, w]
-        slots = row_hit[:, :, None] & col_hit[:, None, :] & level.obj_alive[:, None, None]
-        planes = [walls, (rows[:, None] == level.agent[0]) & (cols[None, :] == level.agent[1])]
-        planes += [jnp.any(slots[self.kind_slots[k]], axis=0) for k in self.object_kinds]
+        # each cell's channels as the bits of one integer, unpacked at the end; objects are scattered
+        # in, one scatter per kind (2x faster on CPU than comparing every slot with every cell)
+        bits = jnp.uint8 if len(self.channel_names) <= 8 else jnp.uint32
+        agent = (rows[:, None] == level.agent[0]) & (cols[None, :] == level.agent[1])
+        code = walls.astype(bits) | (agent.astype(bits) << 1)
+        height, width = len(rows), len(cols)
+        row, col = level.obj_pos[:, 0] - rows[0], level.obj_pos[:, 1] - cols[0]
+        outside = (row < 0) | (row >= height) | (col < 0) | (col >= width)
+        row = jnp.where(outside, height, row)  # out of bounds: dropped (a negative index would wrap)
+        for kind in self.object_kinds:
+            slots = np.flatnonzero(self.kind_slots[kind])
+            plane = jnp.zeros((height, width), bool).at[row[slots], col[slots]].max(level.obj_alive[slots], mode="drop")
+            code = code | (plane.astype(bits) << self.channel_names.index(kind))
         if self.uses_inventory:
-            hud_row = jnp.arange(len(rows))[:, None] == 0
-            planes.append(hud_row & (jnp.arange(len(cols))[None, :] < level.inventory))
-        return jnp.stack(planes, axis=-1)
+            hud = (jnp.arange(height)[:, None] == 0) & (jnp.arange(width)[None, :] < level.inventory)
+            code = code | (hud.astype(bits) << (len(self.channel_names) - 1))
+        return ((code[..., None] >> jnp.arange(len(self.channel_names), dtype=bits)) & 1).astype(bool)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, {self.height}x{self.width}, observation={self.observation!r})"

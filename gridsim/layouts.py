@@ -14,11 +14,11 @@ from flax import struct
 from gridsim import rng
 
 
-def open_room(height: int, width: int) -> jax.Array:
-    """An empty room: walls on the border only."""
+def open_room(height: int, width: int) -> np.ndarray:
+    """An empty room: walls on the border only (numpy, so that it stays a constant when traced)."""
     walls = np.ones((height, width), dtype=bool)
     walls[1:-1, 1:-1] = False
-    return jnp.asarray(walls)
+    return walls
 
 
 def _maze_edges(cells_h: int, cells_w: int):
@@ -179,10 +179,14 @@ def index_layout(walls: jax.Array, order: np.ndarray | None = None) -> Layout:
         rank[cells] = np.arange(size)
         return Layout(cells=jnp.asarray(cells, dtype), rank=jnp.asarray(rank, dtype),
                       n_free=jnp.int32((~fixed).sum()), shape=walls.shape)
-    cells = jnp.argsort(jnp.where(walls.ravel(), sort_key + wall_offset, sort_key))
-    rank = jnp.zeros(size, jnp.int32).at[cells].set(jnp.arange(size, dtype=jnp.int32))
-    return Layout(cells=cells.astype(dtype), rank=rank.astype(dtype), n_free=jnp.sum(~walls, dtype=jnp.int32),
-                  shape=walls.shape)
+    # no sort at run time: walk the cells in the static order, free cells ranked first by a running count
+    by_order = np.argsort(sort_key, kind="stable")
+    free = ~walls.ravel()[by_order]
+    n_free = jnp.sum(free, dtype=jnp.int32)
+    position = jnp.where(free, jnp.cumsum(free) - 1, n_free + jnp.cumsum(~free) - 1).astype(jnp.int32)
+    rank = position[np.argsort(by_order)]
+    cells = jnp.zeros(size, jnp.int32).at[position].set(jnp.asarray(by_order, jnp.int32), unique_indices=True)
+    return Layout(cells=cells.astype(dtype), rank=rank.astype(dtype), n_free=n_free, shape=walls.shape)
 
 
 def sample_free(u: jax.Array, layout: Layout, limits, exclude=()) -> jax.Array:

@@ -132,6 +132,46 @@ def test_auto_reset_draws_fresh_walls_every_episode():
     # 7x7 mazes come in 192 shapes (spanning trees of a 3x3 lattice); a pool of layouts would show its size
     assert len({w.tobytes() for w in walls}) > 100
 
+def test_a_layout_bank_supplies_the_walls_and_the_placement_stays_fresh():
+    env, params = small_env("cheese-in-corner")
+    params = params.replace(max_steps_in_episode=1)
+    bank = jax.jit(lambda key: env.sample_layouts(key, params, 8))(jax.random.key(7))
+    bank_walls = {w.tobytes() for w in np.asarray(jax.vmap(lambda layout: layout.walls)(bank.layouts))}
+    assert len(bank_walls) > 1
+
+    @jax.jit
+    def levels_seen(key):
+        _, state = env.reset(key, params, bank)
+
+        def one(state, k):
+            _, state, *_ = env.step(k, state, 0, params, bank)
+            return state, state.level
+
+        return jax.lax.scan(one, state, jax.random.split(key, 300))[1]
+
+    levels = levels_seen(jax.random.key(0))
+    walls = np.asarray(levels.walls)
+    assert {w.tobytes() for w in walls} <= bank_walls  # walls only from the bank
+    assert len(set(_level_ids(levels))) > 100  # placements still fresh: far more levels than walls
+    agent, cheese = np.asarray(levels.agent), np.asarray(levels.obj_pos[:, 0])
+    rows = np.arange(len(walls))
+    assert not walls[rows, agent[:, 0], agent[:, 1]].any() and not walls[rows, cheese[:, 0], cheese[:, 1]].any()
+    # an environment whose walls never change has nothing to bank
+    coin, coin_params = small_env("coin-at-end")
+    assert coin.sample_layouts(jax.random.key(0), coin_params, 8) is None
+
+
+def test_a_layout_bank_of_a_fixed_level_set_holds_whole_levels_of_that_set():
+    env, params = small_env("cheese-in-corner")
+    params = params.train(0.5, num_levels=5)
+    reset = jax.jit(jax.vmap(env.reset, (0, None, None)))
+    keys = jax.random.split(jax.random.key(0), 2000)
+    the_set = set(_level_ids(reset(keys, params, None)[1].level))
+    bank = jax.jit(lambda key: env.sample_layouts(key, params, 3))(jax.random.key(1))
+    banked = set(_level_ids(reset(keys, params, bank)[1].level))
+    assert banked <= the_set and 1 <= len(banked) <= 3
+
+
 
 def test_final_observation_is_where_the_episode_ended(env_name):
     env, params = small_env(env_name)
