@@ -234,3 +234,23 @@ def test_cli_train_prints_a_summary_and_rejects_bad_input(capsys):
     assert "--seeds" in capsys.readouterr().err
     assert main(["train", "coin-at-end", "--steps", "10", *small]) == 2
     assert "less than one update" in capsys.readouterr().err
+
+
+def test_maze_training_takes_each_updates_walls_from_that_updates_bank():
+    """PPO draws a bank of walls per update: every episode begun during an update is on one of its
+    mazes, and the next update brings other mazes."""
+    env, params = gridsim.make("cheese-in-corner", height=7, width=7, max_steps_in_episode=2)
+    config = dataclasses.replace(TINY, num_envs=8, num_steps=4)
+    trainer = ppo.make_train(config, env)
+    state = jax.jit(trainer.init)(jax.random.key(0), params)
+    update = jax.jit(lambda s: trainer.segment(s, 1)[0])
+    bank_of = jax.jit(lambda s: jax.vmap(lambda layout: layout.walls)(
+        env.sample_layouts(jax.random.fold_in(s.key, 0xBA4C), s.env_params, config.num_envs).layouts))
+
+    banks = []
+    for _ in range(2):
+        bank = {w.tobytes() for w in np.asarray(bank_of(state))}
+        state = update(state)  # episodes last 2 steps, so every environment restarted during the update
+        assert {w.tobytes() for w in np.asarray(state.env_state.level.walls)} <= bank
+        banks.append(bank)
+    assert banks[0] != banks[1]
