@@ -22,9 +22,11 @@ def _parse_option(text: str):
 
 
 def _seed(text: str) -> int:
+    from experiments.spec import SEED_RANGE, seed_in_range
+
     value = int(text)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"a seed lies in [0, 2**32), got {value}")
+    if not seed_in_range(value):
+        raise argparse.ArgumentTypeError(f"a seed lies in {SEED_RANGE}, got {value}")
     return value
 
 
@@ -102,10 +104,11 @@ def cmd_train(args) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.eval_episodes < 1:
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    from experiments.spec import LEVEL_SEED_IS_PER_AGENT
+
     options = _options(args.option)
     if "level_seed" in options:
-        raise ValueError("-o level_seed: every seed trains on its own levels (level_seed from its key); "
-                         "set num_levels, not level_seed")
+        raise ValueError(f"-o level_seed: {LEVEL_SEED_IS_PER_AGENT}")
     env, params = gridsim.make(args.env, **options)
     train_params = params.batch(alpha=[args.alpha])  # one sweep point
     overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)

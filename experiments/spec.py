@@ -41,6 +41,15 @@ EVAL_KEYS = {"episodes"}
 RUN_KEYS = {"points_per_chunk"}
 MAX_SEEDS = 1 << 20  # agents per sweep point
 
+# shared with the CLI's options, so that a sweep file and a command line refuse alike
+SEED_RANGE = "[0, 2**32) (a JAX key holds 32 bits)"
+LEVEL_SEED_IS_PER_AGENT = ("every agent trains on its own levels (level_seed from its seed); "
+                           "set num_levels, not level_seed")
+
+
+def seed_in_range(seed: int) -> bool:
+    return 0 <= seed < 2**32
+
 
 class SpecError(ValueError):
     """A sweep file that cannot run; the message names the file and the key."""
@@ -110,8 +119,8 @@ def parse(text: str, path) -> SweepSpec:
     if not 1 <= seeds <= MAX_SEEDS:
         raise SpecError(f"{path}: 'seeds' must lie in [1, {MAX_SEEDS:,}], got {seeds}")
     seed = _expect(path, "seed", raw.get("seed", 0), int, "an integer")
-    if not 0 <= seed < 2**32:
-        raise SpecError(f"{path}: 'seed' must lie in [0, 2**32) (a JAX key holds 32 bits), got {seed}")
+    if not seed_in_range(seed):
+        raise SpecError(f"{path}: 'seed' must lie in {SEED_RANGE}, got {seed}")
     name = _expect(path, "name", raw.get("name", path.stem), str, "a string")
     out = Path(_expect(path, "out", raw.get("out", f"runs/{name}"), str, "a path"))
     env_options = _expect(path, "env_options", raw.get("env_options", {}), dict, "a table")
@@ -177,8 +186,7 @@ def check_against_env(spec: SweepSpec, path) -> None:
     fields = {f.name for f in dataclasses.fields(params)}
     for section, keys in (("env_options", spec.env_options), ("sweep", spec.sweep)):
         if "level_seed" in keys:
-            raise SpecError(f"{path}: '{section}.level_seed': a sweep gives every agent its own training levels "
-                            "(level_seed from its seed); set num_levels, not level_seed")
+            raise SpecError(f"{path}: '{section}.level_seed': {LEVEL_SEED_IS_PER_AGENT}")
     for key in spec.sweep:
         if key == "reward_weights":
             raise SpecError(f"{path}: 'sweep.reward_weights' cannot be swept (a table, not a number); set it in "
