@@ -244,13 +244,17 @@ class Trainer:
 
     # ---- one update ---------------------------------------------------------------
 
+    def layout_bank(self, state: TrainState):
+        """The maze walls the next update's new episodes take (``GridEnv.sample_layouts``): generated
+        once per update instead of once per environment per step; agent and objects are still drawn
+        afresh for every episode. None for environments without procedural walls or without banks."""
+        if not hasattr(self.env, "sample_layouts"):
+            return None
+        return self.env.sample_layouts(jax.random.fold_in(state.key, 0xBA4C), state.env_params, self.config.num_envs)
+
     def _rollout(self, state: TrainState):
         c = self.config
-        # maze walls for this rollout's new episodes, generated once per update instead of once per
-        # environment per step (agent and objects are still drawn afresh for every episode)
-        bank = None
-        if hasattr(self.env, "sample_layouts"):
-            bank = self.env.sample_layouts(jax.random.fold_in(state.key, 0xBA4C), state.env_params, c.num_envs)
+        bank = self.layout_bank(state)
         step = self.env.step if bank is None else functools.partial(self.env.step, bank=bank)
 
         def one_step(carry, _):

@@ -261,8 +261,9 @@ class GridEnv:
         self.object_kinds = tuple(dict.fromkeys(self.slot_kinds))
         self.kind_slots = {k: np.array([s == k for s in self.slot_kinds]) for k in self.object_kinds}
         self.channel_names = ("wall", "agent", *self.object_kinds) + (("inventory",) if self.uses_inventory else ())
-        if len(self.channel_names) > 32:
-            raise ValueError(f"{self.name}: {len(self.object_kinds)} object kinds; observations hold at most 29")
+        if len(self.channel_names) > 32:  # each cell's channels are the bits of one uint32
+            limit = 32 - (len(self.channel_names) - len(self.object_kinds))
+            raise ValueError(f"{self.name}: {len(self.object_kinds)} object kinds; observations hold at most {limit}")
 
     # ---- declared by subclasses ------------------------------------------------
 
@@ -378,7 +379,7 @@ class GridEnv:
         walls from a random entry of ``bank`` when one is given."""
         if bank is None:
             key = _level_key(key, params)
-            layout = self._layout(rng.split(key, 3)[0], params)
+            layout = self._layout(key, params)
         else:
             k_entry, key = rng.split(key)
             entry = rng.randint(k_entry, (), 0, bank.level_keys.shape[0])
@@ -395,14 +396,13 @@ class GridEnv:
         """A bank of ``num`` (static) walls for ``reset``/``step`` to draw new levels from, or None
         when this environment's walls never change (there is nothing to save)."""
         keys = jax.vmap(_level_key, (0, None))(rng.split(key, num), params)
-        first = rng.split(keys[0], 3)[0]
-        if _concrete(self.sample_layout(first, params)) is not None:
+        if _concrete(self.sample_layout(keys[0], params)) is not None:  # a probe: fixed walls stay constant
             return None
-        layouts = jax.vmap(lambda k: self._layout(rng.split(k, 3)[0], params))(keys)
-        return LayoutBank(layouts=layouts, level_keys=keys)
+        return LayoutBank(layouts=jax.vmap(lambda k: self._layout(k, params))(keys), level_keys=keys)
 
-    def _layout(self, key: jax.Array, params: EnvParams) -> Layout:
-        return index_layout(self.sample_layout(key, params), self.cell_order)
+    def _layout(self, level_key: jax.Array, params: EnvParams) -> Layout:
+        """The indexed walls of the level with key ``level_key`` (the first of its three subkeys)."""
+        return index_layout(self.sample_layout(rng.split(level_key, 3)[0], params), self.cell_order)
 
     def start(self, level: Level) -> EnvState:
         """The state at the start of an episode on ``level``."""
@@ -461,10 +461,8 @@ class GridEnv:
         the move, as gymnax 1.0 gives ``final_observation``).
         """
         final, reward, terminated, truncated, info = self.transition(state, action, params)
-        return self._restart(final, reward, terminated | truncated, info, self.sample(key, params, bank))
-
-    def _restart(self, final: EnvState, reward, done, info, fresh: Level):
-        """The auto-reset: the episode goes on from ``final``, or where ``done`` starts on ``fresh``."""
+        done = terminated | truncated
+        fresh = self.sample(key, params, bank)
         level = jax.tree_util.tree_map(lambda f, a: jnp.where(done, f, a), fresh, final.level)
         new_state = EnvState(
             level=level,

@@ -167,26 +167,25 @@ def index_layout(walls: jax.Array, order: np.ndarray | None = None) -> Layout:
     if order is None:
         order = np.zeros(walls.shape, dtype=np.int32)
     sort_key = np.asarray(order, dtype=np.int32).ravel() * size + np.arange(size, dtype=np.int32)
-    wall_offset = size * (int(np.max(order)) + 1)
+    by_order = np.argsort(sort_key, kind="stable")
     dtype = _index_dtype(size)
     try:
         fixed = np.asarray(walls)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         fixed = None
-    if fixed is not None:
-        cells = np.argsort(np.where(fixed.ravel(), sort_key + wall_offset, sort_key), kind="stable")
-        rank = np.zeros(size, np.int64)
-        rank[cells] = np.arange(size)
-        return Layout(cells=jnp.asarray(cells, dtype), rank=jnp.asarray(rank, dtype),
-                      n_free=jnp.int32((~fixed).sum()), shape=walls.shape)
+    xp = jnp if fixed is None else np
     # no sort at run time: walk the cells in the static order, free cells ranked first by a running count
-    by_order = np.argsort(sort_key, kind="stable")
-    free = ~walls.ravel()[by_order]
-    n_free = jnp.sum(free, dtype=jnp.int32)
-    position = jnp.where(free, jnp.cumsum(free) - 1, n_free + jnp.cumsum(~free) - 1).astype(jnp.int32)
+    free = ~(walls if fixed is None else fixed).ravel()[by_order]
+    n_free = xp.sum(free, dtype=np.int32)
+    position = xp.where(free, xp.cumsum(free) - 1, n_free + xp.cumsum(~free) - 1).astype(np.int32)
     rank = position[np.argsort(by_order)]
-    cells = jnp.zeros(size, jnp.int32).at[position].set(jnp.asarray(by_order, jnp.int32), unique_indices=True)
-    return Layout(cells=cells.astype(dtype), rank=rank.astype(dtype), n_free=n_free, shape=walls.shape)
+    if fixed is None:
+        cells = jnp.zeros(size, jnp.int32).at[position].set(jnp.asarray(by_order, jnp.int32), unique_indices=True)
+    else:
+        cells = np.empty(size, np.int32)
+        cells[position] = by_order
+    return Layout(cells=jnp.asarray(cells, dtype), rank=jnp.asarray(rank, dtype), n_free=jnp.int32(n_free),
+                  shape=walls.shape)
 
 
 def sample_free(u: jax.Array, layout: Layout, limits, exclude=()) -> jax.Array:

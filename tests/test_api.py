@@ -132,6 +132,7 @@ def test_auto_reset_draws_fresh_walls_every_episode():
     # 7x7 mazes come in 192 shapes (spanning trees of a 3x3 lattice); a pool of layouts would show its size
     assert len({w.tobytes() for w in walls}) > 100
 
+
 def test_a_layout_bank_supplies_the_walls_and_the_placement_stays_fresh():
     env, params = small_env("cheese-in-corner")
     params = params.replace(max_steps_in_episode=1)
@@ -170,7 +171,6 @@ def test_a_layout_bank_of_a_fixed_level_set_holds_whole_levels_of_that_set():
     bank = jax.jit(lambda key: env.sample_layouts(key, params, 3))(jax.random.key(1))
     banked = set(_level_ids(reset(keys, params, bank)[1].level))
     assert banked <= the_set and 1 <= len(banked) <= 3
-
 
 
 def test_final_observation_is_where_the_episode_ended(env_name):

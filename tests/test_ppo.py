@@ -244,8 +244,7 @@ def test_maze_training_takes_each_updates_walls_from_that_updates_bank():
     trainer = ppo.make_train(config, env)
     state = jax.jit(trainer.init)(jax.random.key(0), params)
     update = jax.jit(lambda s: trainer.segment(s, 1)[0])
-    bank_of = jax.jit(lambda s: jax.vmap(lambda layout: layout.walls)(
-        env.sample_layouts(jax.random.fold_in(s.key, 0xBA4C), s.env_params, config.num_envs).layouts))
+    bank_of = jax.jit(lambda s: jax.vmap(lambda layout: layout.walls)(trainer.layout_bank(s).layouts))
 
     banks = []
     for _ in range(2):

@@ -9,7 +9,7 @@ from conftest import ENV_NAMES, LABELLED, batched_reset, labelled_levels, random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridsim.layouts import distances
+from gridsim.layouts import distances, index_layout
 
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
 seeds = st.integers(0, 2**31 - 1)
@@ -161,3 +161,20 @@ def test_alpha_is_the_mixture_fraction(env_name):
     expected = 0.3 * test_share
     n = LABELLED
     assert abs(share - expected) <= 4 * np.sqrt(max(expected * (1 - expected), 1e-4) / n), (share, expected)
+
+
+CORNER_ORDER = np.maximum(*np.indices((7, 7)))  # cheese-in-corner's order: the k x k corner is a prefix
+_index_of_walls = jax.jit(lambda walls: index_layout(walls, CORNER_ORDER))
+
+
+@SETTINGS
+@given(seed=seeds)
+def test_a_layout_index_lists_free_cells_first_in_the_given_order(seed):
+    """Traced walls (a maze) and constant walls (an open room) are indexed by one running count; the
+    reference is a plain sort of (wall?, order, row-major position)."""
+    walls = np.random.default_rng(seed).random((7, 7)) < 0.4
+    expected = sorted(range(49), key=lambda i: (walls.flat[i], CORNER_ORDER.flat[i], i))
+    for layout in (index_layout(walls, CORNER_ORDER), _index_of_walls(jnp.asarray(walls))):
+        cells, rank = np.asarray(layout.cells), np.asarray(layout.rank)
+        assert cells.tolist() == expected and int(layout.n_free) == (~walls).sum()
+        assert (rank[cells] == np.arange(49)).all()
