@@ -72,8 +72,6 @@ def gridsim_case(name, label: str = "", **overrides) -> Case:
         return state, obs
 
     suffix = f" {label}" if label else ""
-    # as in PPO, a new bank of maze walls per call (one rollout), one entry per environment
-    has_bank = jax.eval_shape(lambda key: env.sample_layouts(key, params, 1), jax.random.key(0)) is not None
     return Case(
         f"{name} {env.height}x{env.width}{suffix}",
         "gridsim",
@@ -81,7 +79,9 @@ def gridsim_case(name, label: str = "", **overrides) -> Case:
         lambda key: env.reset(key, params)[1],
         step,
         {"observation": env.observation, "max_steps_in_episode": int(params.max_steps_in_episode)},
-        prepare=(lambda key, batch: env.sample_layouts(key, params, batch)) if has_bank else None,
+        # as in PPO, a new bank of maze walls per call (one rollout), one entry per environment (None
+        # for walls that never change)
+        prepare=lambda key, batch: env.sample_layouts(key, params, batch),
     )
 
 
