@@ -382,7 +382,7 @@ class GridEnv:
             layout = self._layout(key, params)
         else:
             k_entry, key = rng.split(key)
-            entry = rng.randint(k_entry, (), 0, bank.level_keys.shape[0])
+            entry = rng.index(k_entry, bank.level_keys.shape[0])
             layout = jax.tree_util.tree_map(lambda x: x[entry], bank.layouts)
             # a level of a fixed set is all its key's: the entry's; a fresh level only takes the walls
             data = jnp.where(params.num_levels > 0, jax.random.key_data(bank.level_keys[entry]),

@@ -147,6 +147,7 @@ class Layout:
     cells: jax.Array  # [H * W] flat cell indices
     rank: jax.Array  # [H * W] position of each cell in ``cells``
     n_free: jax.Array  # int32[]
+    free_up_to: jax.Array  # int32[max order + 1]: free cells whose order is at most each value
     shape: tuple[int, int] = struct.field(pytree_node=False)
 
     @property
@@ -154,18 +155,27 @@ class Layout:
         """``bool[H, W]``, derived from the index."""
         return (self.rank >= self.n_free).reshape(self.shape)
 
+    def count_free(self, max_order) -> jax.Array:
+        """How many free cells have an order of at most ``max_order``: the length of the prefix of
+        ``cells`` that a region such as "the k x k corner" is (counted once, when indexed)."""
+        count = self.free_up_to[jnp.clip(max_order, 0, self.free_up_to.shape[0] - 1)]
+        return jnp.where(max_order < 0, 0, count)
+
 
 def _index_dtype(size: int):
     return jnp.uint8 if size <= 256 else jnp.int16 if size <= 32768 else jnp.int32
 
 
 def index_layout(walls: jax.Array, order: np.ndarray | None = None) -> Layout:
-    """Index the free cells of ``walls``, ordered by ``order`` (static ``[H, W]``, ties row-major).
+    """Index the free cells of ``walls``, ordered by ``order`` (static non-negative ``[H, W]``, ties
+    row-major).
 
     Fixed walls (an open room) are indexed once, in numpy, when the program is traced."""
     size = walls.size
     if order is None:
         order = np.zeros(walls.shape, dtype=np.int32)
+    if np.min(order) < 0:
+        raise ValueError("a cell order ranks cells by non-negative integers")
     sort_key = np.asarray(order, dtype=np.int32).ravel() * size + np.arange(size, dtype=np.int32)
     by_order = np.argsort(sort_key, kind="stable")
     dtype = _index_dtype(size)
@@ -179,13 +189,16 @@ def index_layout(walls: jax.Array, order: np.ndarray | None = None) -> Layout:
     n_free = xp.sum(free, dtype=np.int32)
     position = xp.where(free, xp.cumsum(free) - 1, n_free + xp.cumsum(~free) - 1).astype(np.int32)
     rank = position[np.argsort(by_order)]
+    values = np.arange(int(np.max(order)) + 1)
+    in_order = np.asarray(order).ravel()[by_order][None, :] <= values[:, None]
+    free_up_to = xp.sum(free[None, :] & in_order, axis=1, dtype=np.int32)
     if fixed is None:
         cells = jnp.zeros(size, jnp.int32).at[position].set(jnp.asarray(by_order, jnp.int32), unique_indices=True)
     else:
         cells = np.empty(size, np.int32)
         cells[position] = by_order
     return Layout(cells=jnp.asarray(cells, dtype), rank=jnp.asarray(rank, dtype), n_free=jnp.int32(n_free),
-                  shape=walls.shape)
+                  free_up_to=jnp.asarray(free_up_to, jnp.int32), shape=walls.shape)
 
 
 def sample_free(u: jax.Array, layout: Layout, limits, exclude=()) -> jax.Array:

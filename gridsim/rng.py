@@ -67,5 +67,17 @@ def split(key: jax.Array, num: int = 2) -> jax.Array:
     """
     data = jax.random.key_data(key)
     offsets = (jnp.arange(1, num + 1, dtype=jnp.uint32) * jnp.uint32(0x632BE5AB)).astype(data.dtype)
-    children = jnp.broadcast_to(data, (num, *data.shape)).at[:, -1].add(offsets)
+    # a concatenation, not ``.at[].add``: XLA fuses it into its consumers instead of writing the keys out
+    head = jnp.broadcast_to(data[..., :-1], (num, *data.shape[:-1], data.shape[-1] - 1))
+    children = jnp.concatenate([head, data[..., -1:] + offsets.reshape((num,) + (1,) * data.ndim)], axis=-1)
     return jax.random.wrap_key_data(children, impl=jax.random.key_impl(key))
+
+
+def index(key: jax.Array, n) -> jax.Array:
+    """``int32`` uniform on [0, n) from one multiply-xorshift of the key's words, for a gather
+    index: XLA recomputes an index for every element it gathers, so a full hash there costs more
+    than the rest of a step. The words of a split key are already uniform."""
+    words = jax.random.key_data(key).astype(jnp.uint32).ravel()
+    x = words[0] * jnp.uint32(_GOLDEN) ^ words[-1]
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    return to_int((x >> 8).astype(jnp.float32) * jnp.float32(2.0**-24), 0, n)

@@ -178,3 +178,5 @@ def test_a_layout_index_lists_free_cells_first_in_the_given_order(seed):
         cells, rank = np.asarray(layout.cells), np.asarray(layout.rank)
         assert cells.tolist() == expected and int(layout.n_free) == (~walls).sum()
         assert (rank[cells] == np.arange(49)).all()
+        for k in range(-1, 8):  # the k x k corner's free cells, counted by hand
+            assert int(layout.count_free(k)) == int((~walls[: k + 1, : k + 1]).sum()), k

@@ -62,7 +62,7 @@ class CheeseInCorner(GridEnv):
         return maze(key, self.height, self.width)
 
     def sample_level(self, key, layout, params, diverse):
-        in_region = jnp.sum(~layout.walls & (self.cell_order <= params.corner_size), dtype=jnp.int32)
+        in_region = layout.count_free(params.corner_size)
         cheese_limit = jnp.where(diverse, layout.n_free, in_region)
         u = rng.uniform(key, (2,))
         cheese = sample_free(u[:1], layout, [cheese_limit])[0]
