@@ -37,7 +37,7 @@ bench: $(VENV)/.bench-installed
 docs: demo
 	cp runs/demo/misgeneralization.png docs/coin_alpha.png
 	cp runs/demo/visitation.png docs/coin_alpha_visitation.png
-	for env in coin-at-end cheese-in-corner keys-and-chests; do \
+	for env in $$($(BIN)/gridsim envs | grep -v '^ '); do \
 		$(BIN)/gridsim show $$env --alpha 0 --out docs/$$env.png || exit 1; \
 	done
 

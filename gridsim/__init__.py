@@ -21,11 +21,6 @@ from gridsim.envs import CheeseInCorner, CoinAtEnd, KeysAndChests, OpenRoom
 from gridsim.registry import load, make, register, registered
 from gridsim.rollout import Evaluation, Policy, evaluate, obs_policy, random_policy
 
-register(CoinAtEnd.name, CoinAtEnd)
-register(CheeseInCorner.name, CheeseInCorner)
-register(KeysAndChests.name, KeysAndChests)
-register(OpenRoom.name, OpenRoom)
-
 __version__ = "0.1.0"
 
 __all__ = [

@@ -222,6 +222,7 @@ class GridEnv:
     proxies: tuple[str, ...] = ()
     terminal_events: tuple[str, ...] = ()
     uses_inventory: bool = False
+    small_options: dict = {}  # static options of a small, quickly compiled instance (the test suite's)
 
     def __init__(
         self,
@@ -294,6 +295,11 @@ class GridEnv:
         targets = {goal: self.cells_of(level, goal) for goal in self.goal_names if goal in self.object_kinds}
         targets.update({goal: fn(level, params) for goal, fn in self.extra_targets.items()})
         return targets
+
+    def goal_avoids(self, level: Level, params: EnvParams) -> dict[str, jax.Array]:
+        """Per goal, ``bool[H, W]`` cells its oracle never enters, as if they were walls: cells that
+        end the episode before the goal can be reached (lava). None unless a subclass says so."""
+        return {}
 
     def check_goals(self) -> None:
         """Raise ``ValueError`` naming every goal that ``goal_targets`` gives no target for."""

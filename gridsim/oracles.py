@@ -85,10 +85,12 @@ def plan(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array) -> tupl
     costs = target_costs(env, level, params)
     others = jnp.arange(costs.shape[0]) != goal
     seek = jnp.any((costs == 0) & others[:, None, None], axis=0)  # cells that trigger another goal now
-    cost = cost_to_go(level.walls, costs[goal], seek)
-    unit = step_cost(level.walls)
+    avoids = env.goal_avoids(level, params)
+    walls = level.walls | jnp.stack([avoids.get(g, jnp.zeros_like(level.walls)) for g in env.goal_names])[goal]
+    cost = cost_to_go(walls, costs[goal], seek)
+    unit = step_cost(walls)
     dest = jnp.clip(level.agent + jnp.asarray(MOVES), 0, jnp.array([env.height - 1, env.width - 1]))
-    blocked = level.walls[dest[:, 0], dest[:, 1]]
+    blocked = walls[dest[:, 0], dest[:, 1]]
     enter = unit - seek[dest[:, 0], dest[:, 1]]
     here = cost[level.agent[0], level.agent[1]]
     value = jnp.where(blocked, unit + here, enter + cost[dest[:, 0], dest[:, 1]])

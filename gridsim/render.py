@@ -19,7 +19,14 @@ COLOURS = {
     "key": (230, 120, 20),
     "chest": (140, 80, 30),
     "inventory": (230, 120, 20),
+    "goal": (60, 170, 80),
+    "lava": (235, 90, 30),
+    "red": (215, 55, 50),
+    "blue": (110, 70, 200),
 }
+# channels drawn as a dark mark inside the cell instead of filling it, so that a shape shows on its colour
+GLYPHS = {"square": "square", "circle": "disc"}
+GLYPH_COLOUR = (35, 35, 40)
 _SPARE = [(200, 60, 160), (40, 170, 120), (170, 40, 40), (120, 120, 220), (100, 160, 40)]
 
 
@@ -37,15 +44,21 @@ def rgb(env: GridEnv, level: Level | EnvState, cell: int = 16) -> np.ndarray:
     image = np.empty(planes.shape[:2] + (3,), dtype=np.uint8)
     image[:] = FLOOR
     agent_channel = env.channel_names.index("agent")
-    for c, colour in enumerate(colours):
-        if c != agent_channel:
+    for c, (name, colour) in enumerate(zip(env.channel_names, colours)):
+        if c != agent_channel and name not in GLYPHS:
             image[planes[..., c]] = colour
     image = np.repeat(np.repeat(image, cell, axis=0), cell, axis=1)
     image[cell - 1 :: cell, :] = (image[cell - 1 :: cell, :] * 0.85).astype(np.uint8)  # faint grid lines
     image[:, cell - 1 :: cell] = (image[:, cell - 1 :: cell] * 0.85).astype(np.uint8)
-    # agent as a disc, so an object under it stays visible at the rim
     yy, xx = np.mgrid[:cell, :cell]
-    disc = (yy - (cell - 1) / 2) ** 2 + (xx - (cell - 1) / 2) ** 2 <= (cell * 0.36) ** 2
+    centre = (cell - 1) / 2
+    marks = {"disc": (yy - centre) ** 2 + (xx - centre) ** 2 <= (cell * 0.3) ** 2,
+             "square": (abs(yy - centre) <= cell * 0.25) & (abs(xx - centre) <= cell * 0.25)}
+    for c, name in enumerate(env.channel_names):
+        for r, col in zip(*np.nonzero(planes[..., c])) if name in GLYPHS else ():
+            image[r * cell : (r + 1) * cell, col * cell : (col + 1) * cell][marks[GLYPHS[name]]] = GLYPH_COLOUR
+    # agent as a disc, so an object under it stays visible at the rim
+    disc = (yy - centre) ** 2 + (xx - centre) ** 2 <= (cell * 0.36) ** 2
     for r, c in zip(*np.nonzero(planes[..., agent_channel])):
         image[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell][disc] = colours[agent_channel]
     return image

@@ -31,15 +31,10 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-# small versions of each environment, shared by every test module
-SMALL = {
-    "coin-at-end": dict(height=5, width=7),
-    "cheese-in-corner": dict(height=7, width=7),
-    "keys-and-chests": dict(height=6, width=6, max_keys=3, max_chests=3),
-    "open-room": dict(height=5, width=5),
-}
-ENV_NAMES = tuple(SMALL)
 REGISTERED = tuple(sorted(gridsim.registered()))  # the built-ins (before any test loads a plug-in file)
+# small versions of each environment (its ``small_options``), shared by every test module
+SMALL = {name: gridsim.registered()[name].small_options for name in REGISTERED}
+ENV_NAMES = tuple(SMALL)
 
 
 @functools.cache

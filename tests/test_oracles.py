@@ -26,8 +26,8 @@ def labelled_test_levels(name):
     return env, levels, np.asarray(distinguishing), np.asarray(outcomes)
 
 
-def test_every_registered_environment_is_in_the_test_matrix():
-    assert set(REGISTERED) == set(SMALL), "give each registered environment a small size in conftest.SMALL"
+def test_every_registered_environment_has_a_small_size_for_the_tests():
+    assert all(SMALL[name] for name in REGISTERED), "give each built-in environment small_options"
 
 
 @pytest.mark.parametrize("name", [*REGISTERED, PLUGIN])

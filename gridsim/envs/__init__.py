@@ -1,8 +1,18 @@
-"""Built-in environments."""
+"""Built-in environments. Every module of this package defines one and is imported and registered
+here, under the environment's ``name``: adding a built-in environment is adding its module (with its
+tests and its example sweep), nothing else."""
 
-from gridsim.envs.cheese_in_corner import CheeseInCorner
-from gridsim.envs.coin_at_end import CoinAtEnd
-from gridsim.envs.keys_and_chests import KeysAndChests
-from gridsim.envs.open_room import OpenRoom
+import importlib
+import pkgutil
 
-__all__ = ["CheeseInCorner", "CoinAtEnd", "KeysAndChests", "OpenRoom"]
+from gridsim.core import GridEnv
+from gridsim.registry import register
+
+__all__ = []
+for _info in pkgutil.iter_modules(__path__):
+    _module = importlib.import_module(f"{__name__}.{_info.name}")
+    for _value in vars(_module).values():
+        if isinstance(_value, type) and issubclass(_value, GridEnv) and _value.__module__ == _module.__name__:
+            register(_value.name, _value)
+            globals()[_value.__name__] = _value
+            __all__.append(_value.__name__)

@@ -37,6 +37,7 @@ class CheeseInCorner(GridEnv):
     true_goal = "cheese"
     proxies = ("corner",)
     terminal_events = ("cheese",)
+    small_options = dict(height=7, width=7)
 
     def __init__(self, height: int = 9, width: int = 9, **kwargs):
         super().__init__(height, width, **kwargs)

@@ -28,6 +28,7 @@ class CoinAtEnd(GridEnv):
     true_goal = "coin"
     proxies = ("end",)
     terminal_events = ("coin", "end")
+    small_options = dict(height=5, width=7)
 
     def __init__(self, height: int = 7, width: int = 9, **kwargs):
         super().__init__(height, width, **kwargs)

@@ -35,6 +35,7 @@ class KeysAndChests(GridEnv):
     true_goal = "chests_done"  # every chest that could be opened is open
     proxies = ("hoarded_key",)  # a key picked up while holding enough for every closed chest
     terminal_events = ("chests_done",)
+    small_options = dict(height=6, width=6, max_keys=3, max_chests=3)
     uses_inventory = True
 
     def __init__(self, height: int = 9, width: int = 9, *, max_keys: int = 3, max_chests: int = 3, **kwargs):

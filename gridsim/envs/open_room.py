@@ -24,6 +24,7 @@ class OpenRoom(GridEnv):
     true_goal = "goal"
     proxies = ()
     terminal_events = ("goal",)
+    small_options = dict(height=5, width=5)
 
     def __init__(self, height: int = 7, width: int = 7, **kwargs):
         super().__init__(height, width, **kwargs)
