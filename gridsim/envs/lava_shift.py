@@ -3,10 +3,11 @@
 An open room. The agent starts at the left end of the middle row, the goal waits at its right end,
 and two bands of lava lie across the columns between them. Reaching the goal ends the episode (+1);
 entering lava ends it too, with nothing (a penalty for lava, without a cost per step, taught PPO
-agents to stand still: 1 of 16 learned the training level with -1 for lava, 6 of 8 with 0). In training the bands lie along the top and bottom rows, off the
-straight path; at test each band lies on any row, so one often lies across the path the agent
-learned. The proxy is that path: an oracle that walks the shortest way to the goal, blind to lava,
-enters lava exactly on the levels where a band blocks it ("lava", the event, is what it reaches).
+agents to stand still: 1 of 16 learned the training level with -1 for lava, 6 of 8 with 0). In
+training the bands lie along the top and bottom rows, off the straight path; at test each band lies
+on any row, so one often lies across the path the agent learned. The proxy is that path: an oracle
+that walks the shortest way to the goal, blind to lava, enters lava exactly on the levels where a
+band blocks it ("lava", the event, is what it reaches).
 """
 
 from __future__ import annotations
