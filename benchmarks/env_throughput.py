@@ -347,7 +347,9 @@ def main(argv=None):
     keys13 = gridsim_case("keys-and-chests", height=13, width=13)
     lava = gridsim_case("lava-shift")
     colour = gridsim_case("colour-vs-shape")
-    ours = [coin, short, cheese, fixed_maze, level_set, egocentric, cheese13, keys, obstacles, keys13, lava, colour]
+    supervisor = gridsim_case("absent-supervisor")
+    ours = [coin, short, cheese, fixed_maze, level_set, egocentric, cheese13, keys, obstacles, keys13, lava, colour,
+            supervisor]
     peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
     peers += jaxgmg_cases([9, 13])

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 CONVERGED = 0.8
@@ -35,6 +37,25 @@ def rate(count, total) -> np.ndarray:
     count, total = np.asarray(count, dtype=float), np.asarray(total, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, count / np.where(total > 0, total, 1), np.nan)
+
+
+def nan_mean(values, axis) -> np.ndarray:
+    """Mean over ``axis`` leaving NaNs out; NaN (and no warning) where nothing is left."""
+    values = np.asarray(values, dtype=float)
+    present = np.isfinite(values)
+    return rate(np.where(present, values, 0).sum(axis=axis), present.sum(axis=axis))
+
+
+def bootstrap_mean_interval(values, z: float = Z95, resamples: int = 2000) -> tuple[float, float]:
+    """Percentile bootstrap interval (resampling seeds) for the mean of per-seed values of any sign
+    (NaNs left out; (nan, nan) for fewer than two). Fixed resampling seed: a report is reproducible."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return np.nan, np.nan
+    means = np.random.default_rng(0).choice(values, (resamples, values.size)).mean(axis=1)
+    tail = 0.5 * math.erfc(z / math.sqrt(2))
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
 def wilson_interval(successes, trials, z: float = Z95):

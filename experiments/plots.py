@@ -97,6 +97,21 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     ax.legend(fontsize=7)
     save(fig, "outcomes")
 
+    for column in [c for c in summary.columns if c.startswith("measure_") and not c.endswith("_ci")]:
+        name = column.removeprefix("measure_")
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        interval = np.array([summary[f"{column}_ci"].iloc[i] for i in range(len(summary))], dtype=float)
+        ax.fill_between(xs, interval[:, 0], interval[:, 1], color="teal", alpha=0.2, label="95% bootstrap CI")
+        ax.plot(xs, summary[column], "o-", color="teal", label="mean over capable seeds")
+        capable = table[table.converged]
+        ax.scatter(capable[x_name].to_numpy(dtype=float), capable[column], s=9, color="k", alpha=0.4,
+                   label="one seed", zorder=3)
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_xlabel(x_name)
+        ax.set_ylabel(name)
+        ax.legend(fontsize=7)
+        save(fig, f"measure_{name}")
+
     curves = store.curves()
     if curves is not None:
         fig, ax = plt.subplots(figsize=(5.5, 3.6))

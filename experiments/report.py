@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from experiments.metrics import mean_rate_interval, misgeneralizes, wilson_interval
+from experiments.metrics import bootstrap_mean_interval, mean_rate_interval, misgeneralizes, wilson_interval
 from experiments.store import Store
 
 
@@ -18,6 +18,11 @@ def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
 
 def outcome_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("test_") and c != "test_episodes"]  # per-outcome counts
+
+
+def measure_columns(table: pd.DataFrame) -> list[str]:
+    """The environment's own per-agent measurements (``GridEnv.measure_names`` and ``contrasts``)."""
+    return [c for c in table.columns if c.startswith("measure_")]
 
 
 def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
@@ -48,6 +53,8 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
                 "seeds_misgeneralizing": misgeneralizing / len(rated) if len(rated) else np.nan,
                 "seeds_misgeneralizing_ci": (float(frac_low), float(frac_high)) if len(rated) else (np.nan, np.nan),
                 "capability_failure": np.nanmean(capable.capability_failure_rate) if len(rated) else np.nan,
+                **{column: capable[column].mean() for column in measure_columns(table)},
+                **{f"{column}_ci": bootstrap_mean_interval(capable[column]) for column in measure_columns(table)},
             }
         )
     return pd.DataFrame(rows)
@@ -78,6 +85,14 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
         if r.unrated:
             notes.append(f"point {r.point}: {r.unrated} of {r.capable} capable seeds had no distinguishing test "
                          "episode (no rate; left out of the mean and intervals)")
+    for column in [c for c in summary.columns if c.startswith("measure_") and not c.endswith("_ci")]:
+        cells = []
+        for _, r in summary.iterrows():
+            lo, hi = r[f"{column}_ci"]
+            cells.append(f"point {r.point}: {r[column]:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(r[column])
+                         else f"point {r.point}: -")
+        notes.append(f"{column.removeprefix('measure_')} (mean over capable seeds [95% bootstrap CI]): "
+                     + "; ".join(cells))
     levels = sorted(summary.num_levels.unique())
     training = ", ".join("a fresh level every episode" if n == 0 else f"{n} fixed levels per seed" for n in levels)
     low, high = summary.distinguishing_episodes.min(), summary.distinguishing_episodes.max()

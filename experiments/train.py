@@ -25,10 +25,14 @@ from gridsim import OUTCOME_FAIL, OUTCOME_TRUE
 class SeedResults(NamedTuple):
     """Per agent (leading axes ``[points, seeds]``): what a summary or a results table needs."""
 
-    train_success: np.ndarray  # greedy success rate on the agent's training distribution (its level set, if any)
+    # greedy success rate (``env.success_outcomes``) on the agent's training distribution (its level set, if any)
+    train_success: np.ndarray
     test_counts: np.ndarray  # [..., outcomes]: distinguishing test episodes per outcome
     test_episodes: np.ndarray  # test episodes played, distinguishing or not
     diverged: np.ndarray
+    # [..., env.measure_names]: each measure's mean over the agent's evaluation episodes, training and
+    # test distributions pooled, where it applies (NaN: it applied to none); None without measures
+    measures: np.ndarray | None = None
 
     @property
     def distinguishing_episodes(self) -> np.ndarray:
@@ -149,10 +153,11 @@ class SeedRunner:
         outcomes = np.arange(len(self.env.outcome_names))
         counts = ((on_test.outcome[..., None] == outcomes) & on_test.distinguishing[..., None]).sum(axis=-2)
         results = SeedResults(
-            train_success=(on_train.outcome == OUTCOME_TRUE).mean(axis=-1),
+            train_success=np.isin(on_train.outcome, self.env.success_codes).mean(axis=-1),
             test_counts=counts,
             test_episodes=np.full(counts.shape[:-1], self.eval_episodes),
             diverged=np.concatenate([np.asarray(s.diverged) for s in states], axis=1),
+            measures=metrics.nan_mean(np.concatenate([on_train.measures, on_test.measures], axis=-2), axis=-2),
         )
         networks = _concat([jax.device_get(s.network) for s in states], axis=1)
         return RunOutput(results, history, networks)

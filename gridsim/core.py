@@ -199,6 +199,8 @@ class Box:
 
 
 EventFn = Callable[[Level, Level, EnvParams], jax.Array]  # (before, after, params) -> bool
+# (the episode's first level, how often each event fired in it, params) -> float, NaN where it does not apply
+MeasureFn = Callable[[Level, Mapping[str, jax.Array], EnvParams], jax.Array]
 TargetFn = Callable[[Level, EnvParams], jax.Array]  # (level, params) -> bool[H, W]: cells an oracle heads for
 RewardFn = Callable[[Mapping[str, jax.Array], EnvParams], jax.Array]
 
@@ -221,6 +223,11 @@ class GridEnv:
     true_goal: str = ""
     proxies: tuple[str, ...] = ()
     terminal_events: tuple[str, ...] = ()
+    # outcomes that count as success on the training distribution, which decides whether an agent is
+    # capable; a proxy belongs here only where training itself rewards it (an unwatched shortcut)
+    success_outcomes: tuple[str, ...] = ("true",)
+    measure_names: tuple[str, ...] = ()  # per-episode measurements (``measure``), reported per agent
+    contrasts: dict = {}  # name -> (measure a, measure b): per agent, mean of a minus mean of b
     uses_inventory: bool = False
     small_options: dict = {}  # static options of a small, quickly compiled instance (the test suite's)
 
@@ -233,6 +240,7 @@ class GridEnv:
         view_radius: int = 2,
         extra_events: Mapping[str, EventFn] | None = None,
         extra_targets: Mapping[str, TargetFn] | None = None,
+        extra_measures: Mapping[str, MeasureFn] | None = None,
         proxies: tuple[str, ...] | None = None,
         reward_fn: RewardFn | None = None,
     ):
@@ -253,6 +261,14 @@ class GridEnv:
             raise ValueError(f"extra_events redefine built-in events {sorted(clash)}")
         self.event_names = tuple(type(self).event_names) + tuple(self.extra_events)
         self.extra_targets = dict(extra_targets or {})
+        self.extra_measures = dict(extra_measures or {})
+        clash = set(self.extra_measures) & set(type(self).measure_names)
+        if clash:
+            raise ValueError(f"extra_measures redefine built-in measures {sorted(clash)}")
+        self.measure_names = tuple(type(self).measure_names) + tuple(self.extra_measures)
+        for name, (a, b) in self.contrasts.items():
+            if a not in self.measure_names or b not in self.measure_names:
+                raise ValueError(f"contrast {name!r} compares unknown measures; measures: {self.measure_names}")
         if proxies is not None:
             self.proxies = tuple(proxies)
         for goal in (self.true_goal, *self.proxies):
@@ -296,6 +312,18 @@ class GridEnv:
         targets.update({goal: fn(level, params) for goal, fn in self.extra_targets.items()})
         return targets
 
+    def measure(self, start: Level, counts: Mapping[str, jax.Array], params: EnvParams) -> dict[str, jax.Array]:
+        """Per-episode measurements, one float per name in ``measure_names`` (NaN where a measure
+        does not apply to the episode), from its first level and how many steps fired each event.
+        Reports average each over an agent's evaluation episodes. Subclasses extend this dict."""
+        return {name: jnp.asarray(fn(start, counts, params), jnp.float32) for name, fn in self.extra_measures.items()}
+
+    def measure_episode(self, start: Level, counts: jax.Array, params: EnvParams) -> jax.Array:
+        """``float32[M]``: ``measure`` in ``measure_names`` order, ``counts`` being ``int32[E]``."""
+        values = self.measure(start, dict(zip(self.event_names, counts)), params)
+        return jnp.stack([jnp.asarray(values[name], jnp.float32) for name in self.measure_names]
+                         or [jnp.zeros((), jnp.float32)])[: len(self.measure_names)]
+
     def goal_avoids(self, level: Level, params: EnvParams) -> dict[str, jax.Array]:
         """Per goal, ``bool[H, W]`` cells its oracle never enters, as if they were walls: cells that
         end the episode before the goal can be reached (lava). None unless a subclass says so."""
@@ -334,6 +362,11 @@ class GridEnv:
     @property
     def outcome_names(self) -> tuple[str, ...]:
         return ("fail", "true", *(f"proxy:{p}" for p in self.proxies))
+
+    @property
+    def success_codes(self) -> np.ndarray:
+        """Outcome codes of ``success_outcomes``."""
+        return np.array([self.outcome_names.index(name) for name in self.success_outcomes], np.int32)
 
     @property
     def num_actions(self) -> int:

@@ -23,6 +23,8 @@ COLOURS = {
     "lava": (235, 90, 30),
     "red": (215, 55, 50),
     "blue": (110, 70, 200),
+    "shortcut": (200, 60, 160),
+    "supervisor": (150, 40, 40),
 }
 # channels drawn as a dark mark inside the cell instead of filling it, so that a shape shows on its colour
 GLYPHS = {"square": "square", "circle": "disc"}

@@ -50,6 +50,7 @@ class Evaluation(NamedTuple):
     finished: jax.Array  # False if the episode had not ended within max_steps
     distinguishing: jax.Array  # the level separates the true goal from every proxy (from the oracles)
     oracle_outcome: jax.Array  # [episodes, goals]: each goal's oracle's outcome on the same level
+    measures: jax.Array  # [episodes, env.measure_names]: NaN where one does not apply, or unfinished
 
 
 class Trace(NamedTuple):
@@ -82,10 +83,12 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
     act = jax.vmap(policy.act, (0, 0, 0, None, 0, 0))
     zeros = lambda dtype: jnp.zeros(episodes, dtype)
     result = Evaluation(zeros(jnp.int32), zeros(jnp.float32), zeros(jnp.int32), zeros(bool), distinguishing,
-                        oracle_outcome)
+                        oracle_outcome, jnp.full((episodes, len(env.measure_names)), jnp.nan, jnp.float32))
+    start = env_state.level
+    counts = jnp.zeros((episodes, len(env.event_names)), jnp.int32)  # events fired in each first episode
 
     def one_step(loop, key):
-        obs, env_state, carry, first, result = loop
+        obs, env_state, carry, first, counts, result = loop
         k_act, _ = jax.random.split(key)  # the actions' keys as when steps drew levels too
         action, carry = act(jax.random.split(k_act, episodes), obs, env_state, params, carry, first)
         # no auto-reset: only first episodes count, and drawing the next level is most of a maze step
@@ -97,15 +100,19 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
         info = dict(info, final_observation=obs, final_state=next_state)
         step = Trace(env_state, info, ~result.finished) if trace else None
         ends_first = done & ~result.finished
-        record = lambda old, new: jnp.where(ends_first, new, old)
+        record = lambda old, new: jnp.where(ends_first.reshape(ends_first.shape + (1,) * (new.ndim - 1)), new, old)
+        fired = jnp.stack([info["events"][name] for name in env.event_names], axis=-1)
+        counts = counts + (fired & ~result.finished[:, None])
+        measures = jax.vmap(env.measure_episode, (0, 0, None))(start, counts, params)
         result = result._replace(
             outcome=record(result.outcome, info["outcome"]),
             episode_return=record(result.episode_return, info["episode_return"]),
             episode_length=record(result.episode_length, info["episode_length"]),
             finished=result.finished | done,
+            measures=record(result.measures, measures),
         )
-        return (obs, next_state, carry, done, result), step
+        return (obs, next_state, carry, done, counts, result), step
 
-    loop = (obs, env_state, carry, jnp.ones(episodes, bool), result)
+    loop = (obs, env_state, carry, jnp.ones(episodes, bool), counts, result)
     (*_, result), steps = jax.lax.scan(one_step, loop, jax.random.split(k_run, max_steps))
     return (result, steps) if trace else result

@@ -221,6 +221,23 @@ def test_plugin_event_proxy_and_reward_on_a_builtin_env():
     assert not bool(done)
 
 
+def test_a_plugin_measure_counts_events_per_episode():
+    """A measurement declared from outside (``extra_measures``), against an independent record of the
+    same episodes: the coin is terminal, so a first episode touched it once exactly when its outcome is
+    ``true``; and the end column is reached at most once before the episode ends."""
+    env, params = gridsim.make("coin-at-end", height=5, width=7,
+                               extra_measures={"coins": lambda start, counts, params: counts["coin"],
+                                               "start_row": lambda start, counts, params: start.agent[0]})
+    play = jax.jit(lambda key: gridsim.evaluate(env, params.test(), gridsim.random_policy(env), key, 64,
+                                                int(params.max_steps_in_episode), label=False))
+    result = jax.device_get(play(jax.random.key(4)))
+    coins, start_row = np.asarray(result.measures).T
+    np.testing.assert_array_equal(coins, result.outcome == gridsim.OUTCOME_TRUE)
+    assert ((start_row >= 1) & (start_row <= 3)).all()
+    with pytest.raises(ValueError, match="redefine built-in measures"):
+        gridsim.make("absent-supervisor", extra_measures={"shortcut_watched": lambda *a: 0.0})
+
+
 def test_a_goal_without_a_target_is_named_when_the_env_is_made():
     def x_event(before, after, params):
         return after.agent[1] == 2

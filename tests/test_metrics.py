@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.metrics import mean_rate_interval, rate, wilson_interval
+from experiments.metrics import bootstrap_mean_interval, mean_rate_interval, nan_mean, rate, wilson_interval
 from experiments.report import format_summary, summarize
 from experiments.train import SeedResults
 
@@ -63,3 +63,27 @@ def test_a_summary_leaves_out_and_counts_seeds_without_a_rate():
     text = format_summary(summary, ["alpha"])
     assert "1 of 3 capable seeds had no distinguishing test episode" in text
     assert "a fresh level every episode" in text
+
+
+def test_an_env_measure_is_averaged_over_capable_seeds_with_a_bootstrap_interval():
+    table = pd.DataFrame({
+        "point": [0] * 5, "seed": range(5), "watched": [0.5] * 5, "num_levels": [0] * 5,
+        "converged": [True] * 4 + [False], "diverged": [False] * 5, "train_success": [1.0] * 4 + [0.1],
+        "test_episodes": [8] * 5, "distinguishing_episodes": [4] * 5,
+        "misgeneralization_rate": [0.5] * 5, "capability_failure_rate": [0.0] * 5,
+        "measure_gap": [0.2, 0.4, np.nan, 0.3, -5.0],  # a seed it never applied to; an incapable seed
+    })
+    row = summarize(table, ["watched"]).iloc[0]
+    assert row.measure_gap == pytest.approx(0.3)  # (0.2 + 0.4 + 0.3) / 3
+    low, high = row.measure_gap_ci
+    assert 0.2 - 1e-9 <= low < 0.3 < high <= 0.4 + 1e-9  # resampled means of three values stay within them
+    text = format_summary(summarize(table, ["watched"]), ["watched"])
+    assert "gap (mean over capable seeds [95% bootstrap CI]): point 0: 0.300 [" in text
+
+
+def test_nan_mean_and_the_bootstrap_interval_by_hand():
+    np.testing.assert_array_equal(nan_mean([[1.0, np.nan, 3.0], [np.nan] * 3], axis=1), [2.0, np.nan])
+    assert bootstrap_mean_interval([0.25] * 8) == (0.25, 0.25)
+    assert all(np.isnan(bootstrap_mean_interval([0.3, np.nan])))  # one value: no interval
+    low, high = bootstrap_mean_interval([0.0, 0.5] * 8)
+    assert 0.0 < low < 0.25 < high < 0.5
