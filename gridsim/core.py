@@ -223,6 +223,9 @@ class GridEnv:
     true_goal: str = ""
     proxies: tuple[str, ...] = ()
     terminal_events: tuple[str, ...] = ()
+    # True where the true goal and a proxy come apart on biased training levels too: what hides the proxy
+    # is then not the level distribution (in absent-supervisor, it is the supervisor)
+    goals_apart_in_training: bool = False
     # outcomes that count as success on the training distribution, which decides whether an agent is
     # capable; a proxy belongs here only where training itself rewards it (an unwatched shortcut)
     success_outcomes: tuple[str, ...] = ("true",)

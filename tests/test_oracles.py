@@ -42,7 +42,9 @@ def test_oracle_outcomes_define_distinguishing_on_10000_test_levels(name):
         separated = (true_oracle == OUTCOME_TRUE) & (proxy_oracle == OUTCOME_TRUE + 1 + p)
         assert ((true_oracle == proxy_oracle) | separated).all(), proxy
         assert (proxy_oracle != OUTCOME_FAIL).all(), proxy
-    if env.proxies:
+    if env.proxies and env.goals_apart_in_training:
+        assert distinguishing.mean() > 0.2  # the goals come apart on every kind of level
+    elif env.proxies:
         assert 0.2 < distinguishing.mean() < 0.95  # both kinds of level occur
     else:
         assert not distinguishing.any()
