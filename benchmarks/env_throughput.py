@@ -348,8 +348,9 @@ def main(argv=None):
     lava = gridsim_case("lava-shift")
     colour = gridsim_case("colour-vs-shape")
     supervisor = gridsim_case("absent-supervisor")
+    dish = gridsim_case("cheese-on-dish")
     ours = [coin, short, cheese, fixed_maze, level_set, egocentric, cheese13, keys, obstacles, keys13, lava, colour,
-            supervisor]
+            supervisor, dish]
     peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
     peers += jaxgmg_cases([9, 13])

@@ -1,62 +1,19 @@
 """A user's own file: a new environment, event, proxy and reward, without editing gridsim.
 
-Use it by reference, e.g. ``gridsim show examples/plugins.py:CheeseOnDish``,
-or ``gridsim.make("examples/plugins.py:CheeseOnDish")`` from Python.
+Use it by reference, e.g. ``gridsim show examples/plugins.py:FlagOnTop``,
+or ``gridsim.make("examples/plugins.py:FlagOnTop")`` from Python.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import gridsim
-from gridsim.layouts import maze, sample_cells, sample_free
+from gridsim.layouts import sample_free
 
 
-@gridsim.params_dataclass
-class CheeseOnDishParams(gridsim.EnvParams):
-    dish_distance: jax.Array = 1  # training cheese lies within this many cells of the dish (Chebyshev)
-
-
-class CheeseOnDish(gridsim.GridEnv):
-    """Cheese on a dish (jaxgmg): in training the cheese sits on or next to a dish; at test, anywhere."""
-
-    name = "cheese-on-dish"
-    description = "maze; cheese next to a dish in training, apart at test"
-    slot_kinds = ("cheese", "dish")
-    event_names = ("cheese", "dish")
-    true_goal = "cheese"
-    proxies = ("dish",)
-    terminal_events = ("cheese",)
-
-    def default_params(self):
-        return CheeseOnDishParams().replace(max_steps_in_episode=128, reward_weights={"cheese": 1.0})
-
-    def sample_layout(self, key, params):
-        return maze(key, self.height, self.width)
-
-    def sample_level(self, key, layout, params, diverse):
-        k_cheese, k_rest = gridsim.rng.split(key)
-        u = gridsim.rng.uniform(k_rest, (2,))
-        walls = layout.walls
-        dish = sample_free(u[:1], layout, [None])[0]
-        # a region around the dish is no prefix of the layout's order: use the mask-based sampler
-        rows, cols = jnp.indices(walls.shape)
-        near = jnp.maximum(jnp.abs(rows - dish[0]), jnp.abs(cols - dish[1])) <= params.dish_distance
-        on_dish = (rows == dish[0]) & (cols == dish[1])
-        cheese = sample_cells(k_cheese, ~walls & ~on_dish & (near | diverse), 1)[0]
-        agent = sample_free(u[1:], layout, [None], exclude=[cheese, dish])[0]
-        return self.make_level(walls, agent, jnp.stack([cheese, dish]), [True, True])
-
-    # both goals are object kinds, so their oracles (and which levels tell them apart) need no more code
-    def interact(self, level, params):
-        return level, {"cheese": self.at_agent(level, "cheese").any(), "dish": self.at_agent(level, "dish").any()}
-
-
-gridsim.register("cheese-on-dish", CheeseOnDish, overwrite=True)
-
-
-# An extra named event, used as a second proxy of a built-in environment, and a reward of its own.
 def top_row(before, after, params):
-    """The agent walked along the top row of the maze."""
+    """The agent walked along the top row of the room or maze."""
     return after.agent[0] == 1
 
 
@@ -65,6 +22,48 @@ def top_row_cells(level, params):
     return jnp.zeros(level.walls.shape, bool).at[1].set(True)
 
 
+@gridsim.params_dataclass
+class FlagOnTopParams(gridsim.EnvParams):
+    top_rows: jax.Array = 1  # training flags lie in this many rows below the top wall
+
+
+class FlagOnTop(gridsim.GridEnv):
+    """A flag to reach in an open room: in the top rows in training, anywhere at test."""
+
+    name = "flag-on-top"
+    description = "open room; the flag in the top rows in training, anywhere at test"
+    slot_kinds = ("flag",)
+    event_names = ("flag", "top_row")
+    true_goal = "flag"
+    proxies = ("top_row",)
+    terminal_events = ("flag",)
+
+    def __init__(self, height=7, width=7, **kwargs):
+        super().__init__(height, width, **kwargs)
+        self.cell_order = np.indices((self.height, self.width))[0]  # row by row: the top rows are a prefix
+
+    def default_params(self):
+        return FlagOnTopParams().replace(max_steps_in_episode=4 * (self.height + self.width),
+                                         reward_weights={"flag": 1.0})
+
+    def sample_level(self, key, layout, params, diverse):
+        u = gridsim.rng.uniform(key, (2,))
+        region = jnp.where(diverse, layout.n_free, layout.count_free(params.top_rows))  # free cells of rows <= k
+        flag = sample_free(u[:1], layout, [region])[0]
+        agent = sample_free(u[1:], layout, [None], exclude=[flag])[0]
+        return self.make_level(layout.walls, agent, flag, True)
+
+    def interact(self, level, params):
+        return level, {"flag": self.at_agent(level, "flag").any(), "top_row": top_row(level, level, params)}
+
+    def goal_targets(self, level, params):  # "flag" is an object kind: its oracle needs no more code
+        return {**super().goal_targets(level, params), "top_row": top_row_cells(level, params)}
+
+
+gridsim.register("flag-on-top", FlagOnTop, overwrite=True)
+
+
+# The same event as a second proxy of a built-in environment, with a reward of its own.
 def cheese_minus_time(events, params):
     """Cheese pays 1; every step costs 0.01."""
     return events["cheese"] - 0.01

@@ -27,7 +27,7 @@ COLOURS = {
     "supervisor": (150, 40, 40),
 }
 # channels drawn as a dark mark inside the cell instead of filling it, so that a shape shows on its colour
-GLYPHS = {"square": "square", "circle": "disc"}
+GLYPHS = {"square": "square", "circle": "disc", "dish": "square"}
 GLYPH_COLOUR = (35, 35, 40)
 _SPARE = [(200, 60, 160), (40, 170, 120), (170, 40, 40), (120, 120, 220), (100, 160, 40)]
 

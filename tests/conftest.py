@@ -61,7 +61,7 @@ def random_rollout(name: str, n_envs: int = 32, steps: int = 48):
     return jax.jit(run)
 
 
-PLUGIN = "examples/plugins.py:CheeseOnDish"
+PLUGIN = "examples/plugins.py:FlagOnTop"
 LABELLED = 10_000  # levels per labelled batch
 
 

@@ -197,15 +197,16 @@ def test_fixed_key_is_deterministic_and_keys_differ(env_name):
 
 
 def test_register_and_plugin_file_run_through_make():
-    env, params = gridsim.make("examples/plugins.py:CheeseOnDish", height=7, width=7)
-    assert "cheese-on-dish" in gridsim.registered()  # the file registered it on import
-    assert env.outcome_names == ("fail", "true", "proxy:dish")
-    _, states = jax.jit(jax.vmap(env.reset, (0, None)))(jax.random.split(jax.random.key(0), 256), params.train(0.0))
-    cheese, dish = np.asarray(states.level.obj_pos[:, 0]), np.asarray(states.level.obj_pos[:, 1])
-    assert (np.abs(cheese - dish).max(axis=1) <= 1).all()  # training cheese next to its dish
+    env, params = gridsim.make("examples/plugins.py:FlagOnTop", height=7, width=7, top_rows=2)
+    assert "flag-on-top" in gridsim.registered()  # the file registered it on import
+    assert env.outcome_names == ("fail", "true", "proxy:top_row")
+    reset = jax.jit(jax.vmap(env.reset, (0, None)))
+    keys = jax.random.split(jax.random.key(0), 256)
+    flag_rows = lambda p: set(np.asarray(reset(keys, p)[1].level.obj_pos[:, 0, 0]).tolist())
+    assert flag_rows(params.train(0.0)) == {1, 2} and flag_rows(params.test()) == {1, 2, 3, 4, 5}
     obs, state = jax.jit(env.reset)(jax.random.key(1), params)
     obs, state, reward, done, info = jax.jit(env.step)(jax.random.key(2), state, 0, params)
-    assert set(info["events"]) == {"cheese", "dish"}
+    assert set(info["events"]) == {"flag", "top_row"}
 
 
 def test_plugin_event_proxy_and_reward_on_a_builtin_env():
