@@ -19,7 +19,7 @@ from gridsim.layouts import maze, sample_cells, sample_free
 
 @params_dataclass
 class CheeseOnDishParams(EnvParams):
-    dish_distance: jax.Array = 1  # training cheese lies within this many cells of the dish (0: on it)
+    dish_distance: jax.Array = 0  # training cheese lies within this many cells of the dish (0: on it)
 
 
 class CheeseOnDish(GridEnv):
