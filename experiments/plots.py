@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.report import load, outcome_columns, summarize
+from experiments.report import load, measure_columns, outcome_columns, summarize
 from experiments.store import Store
 
 
@@ -97,10 +97,10 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     ax.legend(fontsize=7)
     save(fig, "outcomes")
 
-    for column in [c for c in summary.columns if c.startswith("measure_") and not c.endswith("_ci")]:
+    for column in measure_columns(summary):
         name = column.removeprefix("measure_")
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        interval = np.array([summary[f"{column}_ci"].iloc[i] for i in range(len(summary))], dtype=float)
+        interval = np.array(summary[f"{column}_ci"].tolist(), dtype=float)
         ax.fill_between(xs, interval[:, 0], interval[:, 1], color="teal", alpha=0.2, label="95% bootstrap CI")
         ax.plot(xs, summary[column], "o-", color="teal", label="mean over capable seeds")
         capable = table[table.converged]

@@ -20,9 +20,10 @@ def outcome_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("test_") and c != "test_episodes"]  # per-outcome counts
 
 
-def measure_columns(table: pd.DataFrame) -> list[str]:
-    """The environment's own per-agent measurements (``GridEnv.measure_names`` and ``contrasts``)."""
-    return [c for c in table.columns if c.startswith("measure_")]
+def measure_columns(frame: pd.DataFrame) -> list[str]:
+    """The environment's own per-agent measurements (``GridEnv.measure_names`` and ``contrasts``), in a
+    results table or a summary (where each has a ``<column>_ci`` beside it)."""
+    return [c for c in frame.columns if c.startswith("measure_") and not c.endswith("_ci")]
 
 
 def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
@@ -85,7 +86,7 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
         if r.unrated:
             notes.append(f"point {r.point}: {r.unrated} of {r.capable} capable seeds had no distinguishing test "
                          "episode (no rate; left out of the mean and intervals)")
-    for column in [c for c in summary.columns if c.startswith("measure_") and not c.endswith("_ci")]:
+    for column in measure_columns(summary):
         cells = []
         for _, r in summary.iterrows():
             lo, hi = r[f"{column}_ci"]

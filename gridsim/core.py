@@ -324,8 +324,7 @@ class GridEnv:
     def measure_episode(self, start: Level, counts: jax.Array, params: EnvParams) -> jax.Array:
         """``float32[M]``: ``measure`` in ``measure_names`` order, ``counts`` being ``int32[E]``."""
         values = self.measure(start, dict(zip(self.event_names, counts)), params)
-        return jnp.stack([jnp.asarray(values[name], jnp.float32) for name in self.measure_names]
-                         or [jnp.zeros((), jnp.float32)])[: len(self.measure_names)]
+        return jnp.asarray([values[name] for name in self.measure_names], jnp.float32).reshape(-1)
 
     def goal_avoids(self, level: Level, params: EnvParams) -> dict[str, jax.Array]:
         """Per goal, ``bool[H, W]`` cells its oracle never enters, as if they were walls: cells that

@@ -57,8 +57,9 @@ def rgb(env: GridEnv, level: Level | EnvState, cell: int = 16) -> np.ndarray:
     marks = {"disc": (yy - centre) ** 2 + (xx - centre) ** 2 <= (cell * 0.3) ** 2,
              "square": (abs(yy - centre) <= cell * 0.25) & (abs(xx - centre) <= cell * 0.25)}
     for c, name in enumerate(env.channel_names):
-        for r, col in zip(*np.nonzero(planes[..., c])) if name in GLYPHS else ():
-            image[r * cell : (r + 1) * cell, col * cell : (col + 1) * cell][marks[GLYPHS[name]]] = GLYPH_COLOUR
+        if name in GLYPHS:
+            for r, col in zip(*np.nonzero(planes[..., c])):
+                image[r * cell : (r + 1) * cell, col * cell : (col + 1) * cell][marks[GLYPHS[name]]] = GLYPH_COLOUR
     # agent as a disc, so an object under it stays visible at the rim
     disc = (yy - centre) ** 2 + (xx - centre) ** 2 <= (cell * 0.36) ** 2
     for r, c in zip(*np.nonzero(planes[..., agent_channel])):

@@ -83,7 +83,7 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
     act = jax.vmap(policy.act, (0, 0, 0, None, 0, 0))
     zeros = lambda dtype: jnp.zeros(episodes, dtype)
     result = Evaluation(zeros(jnp.int32), zeros(jnp.float32), zeros(jnp.int32), zeros(bool), distinguishing,
-                        oracle_outcome, jnp.full((episodes, len(env.measure_names)), jnp.nan, jnp.float32))
+                        oracle_outcome, measures=None)
     start = env_state.level
     counts = jnp.zeros((episodes, len(env.event_names)), jnp.int32)  # events fired in each first episode
 
@@ -100,19 +100,19 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
         info = dict(info, final_observation=obs, final_state=next_state)
         step = Trace(env_state, info, ~result.finished) if trace else None
         ends_first = done & ~result.finished
-        record = lambda old, new: jnp.where(ends_first.reshape(ends_first.shape + (1,) * (new.ndim - 1)), new, old)
+        record = lambda old, new: jnp.where(ends_first, new, old)
         fired = jnp.stack([info["events"][name] for name in env.event_names], axis=-1)
-        counts = counts + (fired & ~result.finished[:, None])
-        measures = jax.vmap(env.measure_episode, (0, 0, None))(start, counts, params)
+        counts = counts + (fired & ~result.finished[:, None])  # first episodes only: final once it ends
         result = result._replace(
             outcome=record(result.outcome, info["outcome"]),
             episode_return=record(result.episode_return, info["episode_return"]),
             episode_length=record(result.episode_length, info["episode_length"]),
             finished=result.finished | done,
-            measures=record(result.measures, measures),
         )
         return (obs, next_state, carry, done, counts, result), step
 
     loop = (obs, env_state, carry, jnp.ones(episodes, bool), counts, result)
-    (*_, result), steps = jax.lax.scan(one_step, loop, jax.random.split(k_run, max_steps))
+    (*_, counts, result), steps = jax.lax.scan(one_step, loop, jax.random.split(k_run, max_steps))
+    measures = jax.vmap(env.measure_episode, (0, 0, None))(start, counts, params)
+    result = result._replace(measures=jnp.where(result.finished[:, None], measures, jnp.nan))
     return (result, steps) if trace else result
