@@ -28,8 +28,6 @@ from flax import struct
 
 from agents.networks import ActorCritic, RecurrentActorCritic
 
-OUTCOME_TRUE = 1  # gridsim's code for "the true goal was reached first"
-
 
 # sizes past which a run would not fit memory or finish: refused before anything compiles
 LIMITS = {"num_envs": 1 << 16, "num_steps": 1 << 16, "total_timesteps": 1 << 40, "update_epochs": 1024,
@@ -130,7 +128,7 @@ class Metrics(NamedTuple):
     """Per-update summaries: the only thing training keeps over time."""
 
     episodes: jax.Array  # episodes that ended during the rollout
-    success_rate: jax.Array  # of those, the fraction whose outcome was the true goal
+    success_rate: jax.Array  # of those, the fraction that succeeded (``GridEnv.succeeded``)
     episode_return: jax.Array  # mean return of those episodes
     episode_length: jax.Array
     loss: jax.Array
@@ -271,7 +269,7 @@ class Trainer:
             after = (info["final_observation"], hidden)
             ended = (
                 done,
-                info["outcome"] == OUTCOME_TRUE,
+                info["success"],
                 info["episode_return"],
                 info["episode_length"].astype(jnp.float32),
             )

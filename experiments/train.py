@@ -25,7 +25,7 @@ from gridsim import OUTCOME_FAIL, OUTCOME_TRUE
 class SeedResults(NamedTuple):
     """Per agent (leading axes ``[points, seeds]``): what a summary or a results table needs."""
 
-    # greedy success rate (``env.success_outcomes``) on the agent's training distribution (its level set, if any)
+    # greedy success rate (``env.succeeded``) on the agent's training distribution (its level set, if any)
     train_success: np.ndarray
     test_counts: np.ndarray  # [..., outcomes]: distinguishing test episodes per outcome
     test_episodes: np.ndarray  # test episodes played, distinguishing or not
@@ -153,7 +153,7 @@ class SeedRunner:
         outcomes = np.arange(len(self.env.outcome_names))
         counts = ((on_test.outcome[..., None] == outcomes) & on_test.distinguishing[..., None]).sum(axis=-2)
         results = SeedResults(
-            train_success=np.isin(on_train.outcome, self.env.success_codes).mean(axis=-1),
+            train_success=on_train.success.mean(axis=-1),
             test_counts=counts,
             test_episodes=np.full(counts.shape[:-1], self.eval_episodes),
             diverged=np.concatenate([np.asarray(s.diverged) for s in states], axis=1),

@@ -144,6 +144,8 @@ class Level:
     obj_pos: jax.Array  # int32[K, 2]
     obj_alive: jax.Array  # bool[K]: present in the world (not consumed, and a used slot)
     inventory: jax.Array  # int32[]: items carried (e.g. keys)
+    horizon: jax.Array  # int32[]: this level's episodes end after this many steps at most (and the params')
+    seed: jax.Array  # uint32[]: randomness after the move (``rng.stream``); advanced every step of a stochastic env
 
 
 @struct.dataclass
@@ -232,6 +234,8 @@ class GridEnv:
     measure_names: tuple[str, ...] = ()  # per-episode measurements (``measure``), reported per agent
     contrasts: dict = {}  # name -> (measure a, measure b): per agent, mean of a minus mean of b
     uses_inventory: bool = False
+    mobile_kinds: tuple[str, ...] = ()  # object kinds that ``interact`` may move (one cell a step at most)
+    stochastic: bool = False  # ``interact`` draws from ``level.seed`` (e.g. monsters' moves)
     small_options: dict = {}  # static options of a small, quickly compiled instance (the test suite's)
 
     def __init__(
@@ -326,6 +330,12 @@ class GridEnv:
         values = self.measure(start, dict(zip(self.event_names, counts)), params)
         return jnp.asarray([values[name] for name in self.measure_names], jnp.float32).reshape(-1)
 
+    def succeeded(self, state: EnvState) -> jax.Array:
+        """Whether an episode that ended in ``state`` counts as success on the training distribution,
+        which decides whether an agent is capable: its outcome is one of ``success_outcomes``.
+        Override where training success is not a goal reached (monster-world: an apple eaten)."""
+        return jnp.isin(outcome_of(state.first_reached), self.success_codes)
+
     def goal_avoids(self, level: Level, params: EnvParams) -> dict[str, jax.Array]:
         """Per goal, ``bool[H, W]`` cells its oracle never enters, as if they were walls: cells that
         end the episode before the goal can be reached (lava). None unless a subclass says so."""
@@ -385,13 +395,15 @@ class GridEnv:
             shape = (side, side, len(self.channel_names))
         return Box(0, 1, shape, jnp.bool_)
 
-    def make_level(self, walls, agent, obj_pos, obj_alive, inventory=0) -> Level:
+    def make_level(self, walls, agent, obj_pos, obj_alive, inventory=0, horizon=MAX_EPISODE_STEPS, seed=0) -> Level:
         return Level(
             walls=jnp.asarray(walls, dtype=bool),
             agent=jnp.asarray(agent, dtype=jnp.int32),
             obj_pos=jnp.asarray(obj_pos, dtype=jnp.int32).reshape(len(self.slot_kinds), 2),
             obj_alive=jnp.asarray(obj_alive, dtype=bool).reshape(len(self.slot_kinds)),
             inventory=jnp.asarray(inventory, dtype=jnp.int32),
+            horizon=jnp.asarray(horizon, dtype=jnp.int32),
+            seed=jnp.asarray(seed, dtype=jnp.uint32),
         )
 
     def at_agent(self, level: Level, kind: str) -> jax.Array:
@@ -431,7 +443,9 @@ class GridEnv:
             key = jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
         _, k_mix, k_level = rng.split(key, 3)
         diverse = rng.uniform(k_mix) < params.alpha
-        return self.sample_level(k_level, layout, params, diverse)
+        level = self.sample_level(k_level, layout, params, diverse)
+        # the mixture's key's second word of bits: independent of ``diverse`` (its first)
+        return level.replace(seed=rng.bits(k_mix, (2,))[1]) if self.stochastic else level
 
     def sample_layouts(self, key: jax.Array, params: EnvParams, num: int) -> LayoutBank | None:
         """A bank of ``num`` (static) walls for ``reset``/``step`` to draw new levels from, or None
@@ -469,13 +483,15 @@ class GridEnv:
         target = jnp.clip(level.agent + jnp.asarray(MOVES)[action], 0, jnp.array([self.height - 1, self.width - 1]))
         agent = jnp.where(level.walls[target[0], target[1]], level.agent, target)
         after, events = self.interact(level.replace(agent=agent), params)
+        if self.stochastic:
+            after = after.replace(seed=rng.advance(level.seed))
         for name, event_fn in self.extra_events.items():
             events[name] = jnp.asarray(event_fn(level, after, params), dtype=bool)
         reward = self.reward(events, params)
 
         time = state.time + 1
         terminated = jnp.any(jnp.stack([events[name] for name in self.terminal_events]))
-        truncated = ~terminated & (time >= params.max_steps_in_episode)
+        truncated = ~terminated & (time >= episode_limit(level, params))
         hits = jnp.stack([events[name] for name in self.goal_names])
         first_reached = jnp.where((state.first_reached < 0) & hits, time, state.first_reached)
         final = EnvState(level=after, time=time, first_reached=first_reached,
@@ -486,6 +502,7 @@ class GridEnv:
             "truncated": truncated,
             "outcome": outcome_of(first_reached),
             "first_reached": first_reached,
+            "success": self.succeeded(final),
             "episode_return": final.episode_return,
             "episode_length": time,
         }
@@ -552,6 +569,12 @@ class GridEnv:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, {self.height}x{self.width}, observation={self.observation!r})"
+
+
+def episode_limit(level: Level, params: EnvParams) -> jax.Array:
+    """Steps after which an episode on ``level`` is truncated: the params' limit, or the level's own
+    horizon where that is shorter (monster-world's short training episodes)."""
+    return jnp.minimum(params.max_steps_in_episode, level.horizon)
 
 
 def _level_key(key: jax.Array, params: EnvParams) -> jax.Array:

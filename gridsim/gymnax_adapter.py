@@ -24,7 +24,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("the gymnax adapter needs gymnax: pip install 'gridsim[gymnax]'") from err
 
-from gridsim.core import EnvParams, GridEnv
+from gridsim.core import EnvParams, GridEnv, episode_limit
 
 
 class GymnaxEnv(_gymnax_env.Environment):
@@ -72,7 +72,7 @@ class GymnaxEnv(_gymnax_env.Environment):
         return self.env.observe(state.level)
 
     def is_truncated(self, state, params) -> jax.Array:
-        return state.time >= params.max_steps_in_episode
+        return state.time >= episode_limit(state.level, params)
 
     def discount(self, state, params) -> jax.Array:
         return jnp.float32(1.0)

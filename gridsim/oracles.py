@@ -86,14 +86,22 @@ def plan(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array) -> tupl
     others = jnp.arange(costs.shape[0]) != goal
     seek = jnp.any((costs == 0) & others[:, None, None], axis=0)  # cells that trigger another goal now
     avoids = env.goal_avoids(level, params)
-    walls = level.walls | jnp.stack([avoids.get(g, jnp.zeros_like(level.walls)) for g in env.goal_names])[goal]
-    cost = cost_to_go(walls, costs[goal], seek)
+    if avoids:  # avoided cells are walls, unless the goal cannot be reached without them
+        avoid = jnp.stack([avoids.get(g, jnp.zeros_like(level.walls)) for g in env.goal_names])[goal]
+        cost = cost_to_go(level.walls | avoid, costs[goal], seek)
+        around = cost[level.agent[0], level.agent[1]] < UNREACHABLE
+        walls = jnp.where(around, level.walls | avoid, level.walls)
+        cost = jnp.where(around, cost, cost_to_go(level.walls, costs[goal], seek))
+    else:
+        walls = level.walls
+        cost = cost_to_go(walls, costs[goal], seek)
     unit = step_cost(walls)
     dest = jnp.clip(level.agent + jnp.asarray(MOVES), 0, jnp.array([env.height - 1, env.width - 1]))
-    blocked = walls[dest[:, 0], dest[:, 1]]
+    blocked = level.walls[dest[:, 0], dest[:, 1]]  # the move leaves the agent where it is
+    avoided = walls[dest[:, 0], dest[:, 1]] & ~blocked
     enter = unit - seek[dest[:, 0], dest[:, 1]]
     here = cost[level.agent[0], level.agent[1]]
-    value = jnp.where(blocked, unit + here, enter + cost[dest[:, 0], dest[:, 1]])
+    value = jnp.where(blocked, unit + here, jnp.where(avoided, UNREACHABLE + 2 * unit, enter + cost[dest[:, 0], dest[:, 1]]))
     reachable = here < UNREACHABLE
     action = jnp.where(reachable, jnp.argmin(value), jnp.argmax(blocked))
     return action.astype(jnp.int32), reachable

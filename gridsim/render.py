@@ -25,6 +25,9 @@ COLOURS = {
     "blue": (110, 70, 200),
     "shortcut": (200, 60, 160),
     "supervisor": (150, 40, 40),
+    "apple": (200, 30, 60),
+    "shield": (80, 150, 210),
+    "monster": (90, 40, 120),
 }
 # channels drawn as a dark mark inside the cell instead of filling it, so that a shape shows on its colour
 GLYPHS = {"square": "square", "circle": "disc", "dish": "square"}

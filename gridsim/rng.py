@@ -81,3 +81,16 @@ def index(key: jax.Array, n) -> jax.Array:
     x = words[0] * jnp.uint32(_GOLDEN) ^ words[-1]
     x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
     return to_int((x >> 8).astype(jnp.float32) * jnp.float32(2.0**-24), 0, n)
+
+
+def stream(seed: jax.Array, shape=()) -> jax.Array:
+    """``float32`` uniforms on [0, 1) from a ``uint32`` seed: a level's randomness after the move
+    (``Level.seed``), which keeps ``transition`` free of keys and a replayed level the same."""
+    counters = jnp.arange(math.prod(shape), dtype=jnp.uint32)
+    x = _mix(seed ^ _mix(counters * jnp.uint32(_GOLDEN) + jnp.uint32(1)))
+    return ((x >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)).reshape(shape)
+
+
+def advance(seed: jax.Array) -> jax.Array:
+    """The next step's seed."""
+    return _mix(seed + jnp.uint32(_GOLDEN))

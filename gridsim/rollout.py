@@ -51,6 +51,7 @@ class Evaluation(NamedTuple):
     distinguishing: jax.Array  # the level separates the true goal from every proxy (from the oracles)
     oracle_outcome: jax.Array  # [episodes, goals]: each goal's oracle's outcome on the same level
     measures: jax.Array  # [episodes, env.measure_names]: NaN where one does not apply, or unfinished
+    success: jax.Array  # the episode counts as success on the training distribution (``GridEnv.succeeded``)
 
 
 class Trace(NamedTuple):
@@ -83,7 +84,7 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
     act = jax.vmap(policy.act, (0, 0, 0, None, 0, 0))
     zeros = lambda dtype: jnp.zeros(episodes, dtype)
     result = Evaluation(zeros(jnp.int32), zeros(jnp.float32), zeros(jnp.int32), zeros(bool), distinguishing,
-                        oracle_outcome, measures=None)
+                        oracle_outcome, measures=None, success=zeros(bool))
     start = env_state.level
     counts = jnp.zeros((episodes, len(env.event_names)), jnp.int32)  # events fired in each first episode
 
@@ -107,6 +108,7 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
             outcome=record(result.outcome, info["outcome"]),
             episode_return=record(result.episode_return, info["episode_return"]),
             episode_length=record(result.episode_length, info["episode_length"]),
+            success=record(result.success, info["success"]),
             finished=result.finished | done,
         )
         return (obs, next_state, carry, done, counts, result), step

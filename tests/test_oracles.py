@@ -33,15 +33,19 @@ def test_every_registered_environment_has_a_small_size_for_the_tests():
 @pytest.mark.parametrize("name", [*REGISTERED, PLUGIN])
 def test_oracle_outcomes_define_distinguishing_on_10000_test_levels(name):
     """On a distinguishing level the true oracle reaches the true goal and each proxy oracle its proxy;
-    on every other level the oracles' outcomes agree. No oracle fails to reach its own goal."""
+    on every other level the oracles' outcomes agree, and no oracle fails to reach its own goal. Where
+    chance moves things after the agent (monsters), the oracles' moves change where the monsters go,
+    and rarely (at most 1 level in 1,000) an oracle fails or the two cross (each reaching the other's
+    goal); those levels are not distinguishing either."""
     env, _, distinguishing, outcomes = labelled_test_levels(name)
+    exceptions_allowed = 10 if env.stochastic else 0  # of 10,000 levels
     true_oracle = outcomes[:, 0]
-    assert (true_oracle != OUTCOME_FAIL).all()
+    assert (true_oracle == OUTCOME_FAIL).sum() <= exceptions_allowed
     for p, proxy in enumerate(env.proxies):
         proxy_oracle = outcomes[:, 1 + p]
         separated = (true_oracle == OUTCOME_TRUE) & (proxy_oracle == OUTCOME_TRUE + 1 + p)
-        assert ((true_oracle == proxy_oracle) | separated).all(), proxy
-        assert (proxy_oracle != OUTCOME_FAIL).all(), proxy
+        assert (~(true_oracle == proxy_oracle) & ~separated).sum() <= exceptions_allowed, proxy
+        assert (proxy_oracle == OUTCOME_FAIL).sum() <= exceptions_allowed, proxy
     if env.proxies and env.goals_apart_in_training:
         assert distinguishing.mean() > 0.2  # the goals come apart on every kind of level
     elif env.proxies:
