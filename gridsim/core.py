@@ -146,6 +146,7 @@ class Level:
     inventory: jax.Array  # int32[]: items carried (e.g. keys)
     horizon: jax.Array  # int32[]: this level's episodes end after this many steps at most (and the params')
     seed: jax.Array  # uint32[]: randomness after the move (``rng.stream``); advanced every step of a stochastic env
+    memory: jax.Array  # int32[memory_size]: an environment's own counters (a leader's route and progress), unobserved
 
 
 @struct.dataclass
@@ -236,6 +237,7 @@ class GridEnv:
     uses_inventory: bool = False
     mobile_kinds: tuple[str, ...] = ()  # object kinds that ``interact`` may move (one cell a step at most)
     stochastic: bool = False  # ``interact`` draws from ``level.seed`` (e.g. monsters' moves)
+    memory_size: int = 0  # length of ``level.memory``
     small_options: dict = {}  # static options of a small, quickly compiled instance (the test suite's)
 
     def __init__(
@@ -395,7 +397,8 @@ class GridEnv:
             shape = (side, side, len(self.channel_names))
         return Box(0, 1, shape, jnp.bool_)
 
-    def make_level(self, walls, agent, obj_pos, obj_alive, inventory=0, horizon=MAX_EPISODE_STEPS, seed=0) -> Level:
+    def make_level(self, walls, agent, obj_pos, obj_alive, inventory=0, horizon=MAX_EPISODE_STEPS, seed=0,
+                   memory=None) -> Level:
         return Level(
             walls=jnp.asarray(walls, dtype=bool),
             agent=jnp.asarray(agent, dtype=jnp.int32),
@@ -404,6 +407,7 @@ class GridEnv:
             inventory=jnp.asarray(inventory, dtype=jnp.int32),
             horizon=jnp.asarray(horizon, dtype=jnp.int32),
             seed=jnp.asarray(seed, dtype=jnp.uint32),
+            memory=jnp.zeros(self.memory_size, jnp.int32) if memory is None else jnp.asarray(memory, jnp.int32),
         )
 
     def at_agent(self, level: Level, kind: str) -> jax.Array:

@@ -1,0 +1,62 @@
+"""follow-the-leader: the leader's walk and the two orders, on hand-built levels stepped move by move."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from conftest import small_env
+from test_handbuilt import DOWN, LEFT, RIGHT, UP, outcome, play
+
+import gridsim
+from gridsim.layouts import open_room
+
+BEACONS = [(1, 3), (3, 3), (3, 1)]  # beacon_0, beacon_1, beacon_2 in the 5x5 room's corners but (1, 1)
+
+
+@pytest.fixture(scope="module")
+def leader_env():
+    return small_env("follow-the-leader")  # 5x5, 3 beacons
+
+
+def level(env, route):
+    return env.make_level(open_room(5, 5), (1, 1), [*BEACONS, (1, 1)], [True] * 4, memory=[*route, 0, 0])
+
+
+def test_the_rule_order_pays_each_beacon_and_the_leader_walks_it_in_training(leader_env):
+    env, params = leader_env
+    steps = play(env, params, level(env, [0, 1, 2]), [RIGHT, RIGHT, DOWN, DOWN, LEFT, LEFT])
+    assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[1, 2], [1, 3], [2, 3], [3, 3], [3, 2], [3, 1]]
+    assert [s[0] for s in steps] == [0, 1, 0, 1, 0, 1]
+    assert [s[1] for s in steps] == [False] * 5 + [True]
+    events = steps[-1][2]["events"]
+    assert events["rule_done"] and events["followed_leader"]  # the same order: the goals coincide
+    assert outcome(env, steps[-1][2]) == "true"
+
+
+def test_following_a_wrong_leader_finishes_its_order_with_the_rule_undone(leader_env):
+    env, params = leader_env
+    steps = play(env, params, level(env, [2, 1, 0]), [DOWN, DOWN, RIGHT, RIGHT, UP, UP])
+    assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[2, 1], [3, 1], [3, 2], [3, 3], [2, 3], [1, 3]]
+    # out of turn, beacon_2 and beacon_1 do nothing; beacon_0, first in the rule, pays once
+    assert [s[0] for s in steps] == [0, 0, 0, 0, 0, 1]
+    assert outcome(env, steps[-1][2]) == "proxy:followed_leader" and int(steps[-1][2]["final_state"].level.inventory) == 1
+    hud = steps[-1][2]["final_observation"][0, :, env.channel_names.index("inventory")]
+    assert hud.sum() == 1  # the top row counts beacons done in the rule's order
+
+
+def test_training_leaders_walk_the_rule_and_test_leaders_never_do(leader_env):
+    env, params = leader_env
+    keys = jax.random.split(jax.random.key(0), 1000)
+    for case, rule in ((params.train(0.0), True), (params.test(), False)):
+        routes = np.asarray(jax.vmap(env.sample, (0, None))(keys, case).memory[:, :3])
+        assert (np.sort(routes, axis=1) == [0, 1, 2]).all()  # each a permutation of the beacons
+        assert ((routes == [0, 1, 2]).all(axis=1) == rule).all()
+    assert len(np.unique(routes, axis=0)) == 5  # every other order occurs
+
+
+@pytest.mark.parametrize("options, field", [(dict(beacons=1), "beacons"), (dict(width=4, beacons=3), "narrow"),
+                                            (dict(height=3, width=5, beacons=4), "grid too")])
+def test_impossible_sizes_are_refused(options, field):
+    with pytest.raises(ValueError, match=field):
+        gridsim.make("follow-the-leader", **({"height": 5, "width": 5} | options))
