@@ -128,30 +128,34 @@ def xminigrid_cases(names) -> list[Case]:
 
 
 def jaxgmg_cases(sizes) -> list[Case]:
-    """jaxgmg's cheese_in_the_corner and keys_and_chests (its defaults: corner size 1; 1-4 keys, 4 chests).
-    Its auto-reset restarts the same level, so each environment replays the maze it was reset to:
-    compare with gridsim on fixed levels as well as with fresh ones."""
+    """jaxgmg's cheese_in_the_corner and keys_and_chests (its defaults: corner size 1; 1-4 keys, 4 chests)
+    at each size, and its monster_world and follow_me on gridsim's default 7x7 open rooms with gridsim's
+    default counts. Its auto-reset restarts the same level, so each environment replays the level it was
+    reset to: compare with gridsim on fixed levels as well as with fresh ones."""
     try:
-        from jaxgmg.environments import cheese_in_the_corner, keys_and_chests
+        from jaxgmg.environments import cheese_in_the_corner, follow_me, keys_and_chests, monster_world
+        from jaxgmg.procgen import maze_generation
     except ImportError:
         print("jaxgmg is not installed (not on the package registry: pip install --no-deps from its "
               "source, plus einops, jaxtyping, imageio): skipping its environments", file=sys.stderr)
         return []
+    open_room = maze_generation.OpenMazeGenerator()
+    settings = [(module, size, {}) for module in (cheese_in_the_corner, keys_and_chests) for size in sizes]
+    settings += [(monster_world, 7, dict(maze_generator=open_room, num_apples=3, num_shields=4, num_monsters=2)),
+                 (follow_me, 7, dict(maze_generator=open_room, num_beacons=3))]
     cases = []
-    for module in (cheese_in_the_corner, keys_and_chests):
-        for size in sizes:
-            env, generator = module.Env(), module.LevelGenerator(height=size, width=size)
+    for module, size, options in settings:
+        env, generator = module.Env(), module.LevelGenerator(height=size, width=size, **options)
 
-            def reset(key, env=env, generator=generator):
-                return env.reset_to_level(generator.sample(key))[1]
+        def reset(key, env=env, generator=generator):
+            return env.reset_to_level(generator.sample(key))[1]
 
-            def step(key, state, action, shared, env=env):
-                obs, state, *_ = env.step(key, state, action)
-                return state, obs
+        def step(key, state, action, shared, env=env):
+            obs, state, *_ = env.step(key, state, action)
+            return state, obs
 
-            name = f"jaxgmg {module.__name__.rsplit('.', 1)[1]} {size}x{size}"
-            cases.append(Case(name, "jaxgmg", env.num_actions, reset, step,
-                              {"max_steps": int(env.max_steps_in_episode)}))
+        name = f"jaxgmg {module.__name__.rsplit('.', 1)[1]} {size}x{size}"
+        cases.append(Case(name, "jaxgmg", env.num_actions, reset, step, {"max_steps": int(env.max_steps_in_episode)}))
     return cases
 
 
@@ -349,8 +353,10 @@ def main(argv=None):
     colour = gridsim_case("colour-vs-shape")
     supervisor = gridsim_case("absent-supervisor")
     dish = gridsim_case("cheese-on-dish")
+    monsters = gridsim_case("monster-world")
+    leader = gridsim_case("follow-the-leader")
     ours = [coin, short, cheese, fixed_maze, level_set, egocentric, cheese13, keys, obstacles, keys13, lava, colour,
-            supervisor, dish]
+            supervisor, dish, monsters, leader]
     peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
     peers += jaxgmg_cases([9, 13])

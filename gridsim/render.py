@@ -29,9 +29,7 @@ COLOURS = {
     "shield": (80, 150, 210),
     "monster": (90, 40, 120),
     "leader": (240, 140, 180),
-    "beacon_0": (215, 55, 50),
-    "beacon_1": (60, 170, 80),
-    "beacon_2": (70, 90, 220),
+    "beacon": (60, 170, 80),
 }
 # channels drawn as a dark mark inside the cell instead of filling it, so that a shape shows on its colour
 GLYPHS = {"square": "square", "circle": "disc", "dish": "square"}

@@ -11,7 +11,7 @@ from test_handbuilt import DOWN, LEFT, RIGHT, UP, outcome, play
 import gridsim
 from gridsim.layouts import open_room
 
-BEACONS = [(1, 3), (3, 3), (3, 1)]  # beacon_0, beacon_1, beacon_2 in the 5x5 room's corners but (1, 1)
+BEACONS = [(1, 3), (3, 3), (3, 1)]  # beacons 0, 1, 2 in the 5x5 room's corners but (1, 1)
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,11 @@ def leader_env():
     return small_env("follow-the-leader")  # 5x5, 3 beacons
 
 
-def level(env, route):
-    return env.make_level(open_room(5, 5), (1, 1), [*BEACONS, (1, 1)], [True] * 4, memory=[*route, 0, 0])
+def level(env, route, rule=(0, 1, 2)):
+    return env.make_level(open_room(5, 5), (1, 1), [*BEACONS, (1, 1)], [True] * 4, memory=[*rule, *route, 0, 0])
 
 
-def test_the_rule_order_pays_each_beacon_and_the_leader_walks_it_in_training(leader_env):
+def test_the_rewarded_order_pays_each_beacon_and_the_leader_walks_it_in_training(leader_env):
     env, params = leader_env
     steps = play(env, params, level(env, [0, 1, 2]), [RIGHT, RIGHT, DOWN, DOWN, LEFT, LEFT])
     assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[1, 2], [1, 3], [2, 3], [3, 3], [3, 2], [3, 1]]
@@ -38,21 +38,31 @@ def test_following_a_wrong_leader_finishes_its_order_with_the_rule_undone(leader
     env, params = leader_env
     steps = play(env, params, level(env, [2, 1, 0]), [DOWN, DOWN, RIGHT, RIGHT, UP, UP])
     assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[2, 1], [3, 1], [3, 2], [3, 3], [2, 3], [1, 3]]
-    # out of turn, beacon_2 and beacon_1 do nothing; beacon_0, first in the rule, pays once
+    # out of turn, beacons 2 and 1 do nothing; beacon 0, first in the rewarded order, pays once
     assert [s[0] for s in steps] == [0, 0, 0, 0, 0, 1]
     assert outcome(env, steps[-1][2]) == "proxy:followed_leader" and int(steps[-1][2]["final_state"].level.inventory) == 1
     hud = steps[-1][2]["final_observation"][0, :, env.channel_names.index("inventory")]
-    assert hud.sum() == 1  # the top row counts beacons done in the rule's order
+    assert hud.sum() == 1  # the top row counts beacons done in the rewarded order
 
 
-def test_training_leaders_walk_the_rule_and_test_leaders_never_do(leader_env):
+def test_the_order_is_the_levels_own(leader_env):
+    """Beacon 2 first pays where the level's order starts with it, and does nothing where it does not."""
+    env, params = leader_env
+    paid = play(env, params, level(env, [2, 0, 1], rule=(2, 0, 1)), [DOWN, DOWN])
+    unpaid = play(env, params, level(env, [0, 1, 2]), [DOWN, DOWN])
+    assert paid[-1][0] == 1.0 and unpaid[-1][0] == 0.0
+
+
+def test_training_leaders_walk_the_rewarded_order_and_test_leaders_never_do(leader_env):
     env, params = leader_env
     keys = jax.random.split(jax.random.key(0), 1000)
-    for case, rule in ((params.train(0.0), True), (params.test(), False)):
-        routes = np.asarray(jax.vmap(env.sample, (0, None))(keys, case).memory[:, :3])
-        assert (np.sort(routes, axis=1) == [0, 1, 2]).all()  # each a permutation of the beacons
-        assert ((routes == [0, 1, 2]).all(axis=1) == rule).all()
-    assert len(np.unique(routes, axis=0)) == 5  # every other order occurs
+    for case, same in ((params.train(0.0), True), (params.test(), False)):
+        memory = np.asarray(jax.vmap(env.sample, (0, None))(keys, case).memory)
+        rules, routes = memory[:, :3], memory[:, 3:6]
+        assert (np.sort(rules, axis=1) == [0, 1, 2]).all() and (np.sort(routes, axis=1) == [0, 1, 2]).all()
+        assert ((routes == rules).all(axis=1) == same).all()
+        assert len(np.unique(rules, axis=0)) == 6  # every order is some level's
+    assert len(np.unique(np.concatenate([rules, routes], axis=1), axis=0)) == 30  # and every other leader
 
 
 @pytest.mark.parametrize("options, field", [(dict(beacons=1), "beacons"), (dict(width=4, beacons=3), "narrow"),

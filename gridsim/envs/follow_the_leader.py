@@ -1,12 +1,12 @@
 """Follow the leader (Shah et al. 2022, after DeepMind's cultural transmission agents).
 
-An open room with beacons of distinct colours and a leader, a scripted bot that starts on the
-agent's cell and walks to the beacons one after another, one step after each of the agent's. The
-rule: visit the beacons in colour order (``beacon_0``, then ``beacon_1``, ...); each one visited in
-turn pays +1, and the counter of beacons done shows in the top row. In training the leader walks the
-rule's order, so following it pays exactly as well; at test it walks another order. The true goal is
-finishing the rule's order, the proxy finishing the leader's: an agent that learned to follow ends
-its episode on the leader's last beacon with the rule undone. Beacons visited out of turn do nothing.
+An open room with beacons and a leader, a scripted bot that starts on the agent's cell and walks to
+the beacons one after another, one step after each of the agent's. Each level has its own rewarded
+order of the beacons, unseen: each beacon visited in turn pays +1 (the count shows in the top row),
+one visited out of turn does nothing. In training the leader walks the rewarded order, so following
+it is the way to be paid; at test it walks another order. The true goal is finishing the rewarded
+order, the proxy finishing the leader's: an agent that learned to follow ends its episode on the
+leader's last beacon with the order undone.
 """
 
 from __future__ import annotations
@@ -28,22 +28,23 @@ class FollowTheLeaderParams(EnvParams):
 
 class FollowTheLeader(GridEnv):
     name = "follow-the-leader"
-    description = "a leader walks the rewarded beacon order in training, another order at test"
+    description = "a leader walks the unseen rewarded beacon order in training, another order at test"
     event_names = ("beacon", "rule_done", "followed_leader")
     true_goal = "rule_done"
     proxies = ("followed_leader",)
     terminal_events = ("rule_done", "followed_leader")
     mobile_kinds = ("leader",)
-    uses_inventory = True  # beacons done in the rule's order
+    uses_inventory = True  # beacons done in the rewarded order
     small_options = dict(height=5, width=5, beacons=3)
 
     def __init__(self, height: int = 7, width: int = 7, *, beacons: int = 3, **kwargs):
         self.beacons = int(beacons)
         if self.beacons < 2:
             raise ValueError(f"beacons must be >= 2 (one order must differ from another), got {beacons}")
-        self.slot_kinds = tuple(f"beacon_{i}" for i in range(self.beacons)) + ("leader",)
-        # memory: the leader's route (beacon indices), its next stop, the agent's progress along that route
-        self.memory_size = self.beacons + 2
+        self.slot_kinds = ("beacon",) * self.beacons + ("leader",)
+        # memory: the rewarded order and the leader's route (beacon indices), the leader's next stop, and
+        # the agent's progress along its route
+        self.memory_size = 2 * self.beacons + 2
         super().__init__(height, width, **kwargs)
         interior = (self.height - 2) * (self.width - 2)
         if interior < 1 + self.beacons:
@@ -57,22 +58,23 @@ class FollowTheLeader(GridEnv):
                                                reward_weights={"beacon": 1.0})
 
     def sample_level(self, key, layout, params, diverse):
-        k_cells, k_route = rng.split(key)
+        k_cells, k_rule, k_route = rng.split(key, 3)
         cells = sample_free(rng.uniform(k_cells, (1 + self.beacons,)), layout, [None] * (1 + self.beacons))
-        rule = jnp.arange(self.beacons)
-        shuffled = jnp.argsort(rng.uniform(k_route, (self.beacons,)))
-        other = jnp.where(jnp.all(shuffled == rule), rule[::-1], shuffled)  # any order but the rule's
-        route = jnp.where(diverse, other, rule)
-        memory = jnp.concatenate([route, jnp.zeros(2, jnp.int32)])
+        rule = jnp.argsort(rng.uniform(k_rule, (self.beacons,))).astype(jnp.int32)
+        same = jnp.arange(self.beacons)
+        shuffle = jnp.argsort(rng.uniform(k_route, (self.beacons,)))
+        shuffle = jnp.where(jnp.all(shuffle == same), same[::-1], shuffle)  # any order but the rule's
+        route = jnp.where(diverse, rule[shuffle], rule)
+        memory = jnp.concatenate([rule, route, jnp.zeros(2, jnp.int32)])
         return self.make_level(layout.walls, cells[0], jnp.concatenate([cells[1:], cells[:1]]),
                                np.ones(len(self.slot_kinds), bool), memory=memory)
 
     def interact(self, level, params):
         k = self.beacons
-        route, stop, followed = level.memory[:k], level.memory[k], level.memory[k + 1]
+        rule, route, stop, followed = level.memory[:k], level.memory[k:2 * k], level.memory[2 * k], level.memory[-1]
         beacons = level.obj_pos[:k]
         on = jnp.all(beacons == level.agent, axis=-1)
-        progress = level.inventory + on[jnp.minimum(level.inventory, k - 1)] * (level.inventory < k)
+        progress = level.inventory + on[rule[jnp.minimum(level.inventory, k - 1)]] * (level.inventory < k)
         followed = followed + on[route[jnp.minimum(followed, k - 1)]] * (followed < k)
         # the leader: one step to its next stop, rows first (a shortest path in an open room)
         leader = level.obj_pos[k]
@@ -83,7 +85,7 @@ class FollowTheLeader(GridEnv):
         stop = stop + ((stop < k) & jnp.all(moved == beacons[route[jnp.minimum(stop, k - 1)]]))
         advanced = progress > level.inventory
         level = level.replace(obj_pos=level.obj_pos.at[k].set(moved), inventory=progress,
-                              memory=level.memory.at[k].set(stop).at[k + 1].set(followed))
+                              memory=level.memory.at[2 * k].set(stop).at[-1].set(followed))
         return level, {"beacon": advanced, "rule_done": progress == k, "followed_leader": followed == k}
 
     def _order_target(self, level, order, done):
@@ -100,5 +102,5 @@ class FollowTheLeader(GridEnv):
 
     def goal_targets(self, level, params):
         k = self.beacons
-        return {"rule_done": self._order_target(level, jnp.arange(k), level.inventory),
-                "followed_leader": self._order_target(level, level.memory[:k], level.memory[k + 1])}
+        return {"rule_done": self._order_target(level, level.memory[:k], level.inventory),
+                "followed_leader": self._order_target(level, level.memory[k:2 * k], level.memory[-1])}
