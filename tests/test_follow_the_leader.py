@@ -20,13 +20,14 @@ def leader_env():
 
 
 def level(env, route, rule=(0, 1, 2)):
-    return env.make_level(open_room(5, 5), (1, 1), [*BEACONS, (1, 1)], [True] * 4, memory=[*rule, *route, 0, 0])
+    return env.make_level(open_room(5, 5), (1, 1), [*BEACONS, (1, 1)], [True] * 4, memory=[*rule, *route, 3, 0])
 
 
-def test_the_rewarded_order_pays_each_beacon_and_the_leader_walks_it_in_training(leader_env):
+def test_the_rewarded_order_pays_each_beacon_and_the_leader_leads_it_in_training(leader_env):
+    """The leader heads for the next beacon of its route and waits there until the agent has been on it."""
     env, params = leader_env
     steps = play(env, params, level(env, [0, 1, 2]), [RIGHT, RIGHT, DOWN, DOWN, LEFT, LEFT])
-    assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[1, 2], [1, 3], [2, 3], [3, 3], [3, 2], [3, 1]]
+    assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[1, 2], [2, 2], [3, 2], [3, 1], [3, 1], [3, 1]]
     assert [s[0] for s in steps] == [0, 1, 0, 1, 0, 1]
     assert [s[1] for s in steps] == [False] * 5 + [True]
     events = steps[-1][2]["events"]
@@ -37,9 +38,9 @@ def test_the_rewarded_order_pays_each_beacon_and_the_leader_walks_it_in_training
 def test_following_a_wrong_leader_finishes_its_order_with_the_rule_undone(leader_env):
     env, params = leader_env
     steps = play(env, params, level(env, [2, 1, 0]), [DOWN, DOWN, RIGHT, RIGHT, UP, UP])
-    assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[2, 1], [3, 1], [3, 2], [3, 3], [2, 3], [1, 3]]
-    # out of turn, beacons 2 and 1 do nothing; beacon 0, first in the rewarded order, pays once
-    assert [s[0] for s in steps] == [0, 0, 0, 0, 0, 1]
+    assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[2, 1], [3, 1], [3, 2], [2, 2], [1, 2], [1, 2]]
+    # out of turn, entering beacons 2 and 1 costs 1 each; beacon 0, first in the rewarded order, pays
+    assert [s[0] for s in steps] == [0, -1, 0, -1, 0, 1]
     assert outcome(env, steps[-1][2]) == "proxy:followed_leader" and int(steps[-1][2]["final_state"].level.inventory) == 1
     hud = steps[-1][2]["final_observation"][0, :, env.channel_names.index("inventory")]
     assert hud.sum() == 1  # the top row counts beacons done in the rewarded order
@@ -49,8 +50,8 @@ def test_the_order_is_the_levels_own(leader_env):
     """Beacon 2 first pays where the level's order starts with it, and does nothing where it does not."""
     env, params = leader_env
     paid = play(env, params, level(env, [2, 0, 1], rule=(2, 0, 1)), [DOWN, DOWN])
-    unpaid = play(env, params, level(env, [0, 1, 2]), [DOWN, DOWN])
-    assert paid[-1][0] == 1.0 and unpaid[-1][0] == 0.0
+    unpaid = play(env, params, level(env, [0, 1, 2]), [DOWN, DOWN, LEFT, RIGHT])
+    assert paid[-1][0] == 1.0 and [s[0] for s in unpaid] == [0, -1, 0, 0]  # standing on it costs once
 
 
 def test_training_leaders_walk_the_rewarded_order_and_test_leaders_never_do(leader_env):

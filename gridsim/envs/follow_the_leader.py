@@ -1,12 +1,14 @@
 """Follow the leader (Shah et al. 2022, after DeepMind's cultural transmission agents).
 
-An open room with beacons and a leader, a scripted bot that starts on the agent's cell and walks to
-the beacons one after another, one step after each of the agent's. Each level has its own rewarded
-order of the beacons, unseen: each beacon visited in turn pays +1 (the count shows in the top row),
-one visited out of turn does nothing. In training the leader walks the rewarded order, so following
-it is the way to be paid; at test it walks another order. The true goal is finishing the rewarded
-order, the proxy finishing the leader's: an agent that learned to follow ends its episode on the
-leader's last beacon with the order undone.
+An open room with beacons and a leader, a scripted bot that starts on the agent's cell, walks to the
+next beacon of its route (one step after each of the agent's) and waits there until the agent has
+been on it: one frame shows where it leads. Each level has its own rewarded order of the beacons,
+unseen: each beacon visited in turn pays +1 (the count shows in the top row), and one entered out of
+turn costs 0.2 (as in cultural transmission's goal cycles, trying beacons until one pays is dear;
+at -1 the agents learned to avoid beacons altogether). In training the leader walks the rewarded
+order, so following it is the way to be paid; at test it walks another order. The true goal is
+finishing the rewarded order, the proxy finishing the leader's: an agent that learned to follow
+ends its episode on the leader's last beacon with the order undone.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class FollowTheLeaderParams(EnvParams):
 class FollowTheLeader(GridEnv):
     name = "follow-the-leader"
     description = "a leader walks the unseen rewarded beacon order in training, another order at test"
-    event_names = ("beacon", "rule_done", "followed_leader")
+    event_names = ("beacon", "wrong_beacon", "rule_done", "followed_leader")
     true_goal = "rule_done"
     proxies = ("followed_leader",)
     terminal_events = ("rule_done", "followed_leader")
@@ -42,8 +44,8 @@ class FollowTheLeader(GridEnv):
         if self.beacons < 2:
             raise ValueError(f"beacons must be >= 2 (one order must differ from another), got {beacons}")
         self.slot_kinds = ("beacon",) * self.beacons + ("leader",)
-        # memory: the rewarded order and the leader's route (beacon indices), the leader's next stop, and
-        # the agent's progress along its route
+        # memory: the rewarded order and the leader's route (beacon indices), the beacon the agent stood
+        # on after the last step (``beacons``: none), and the agent's progress along the route
         self.memory_size = 2 * self.beacons + 2
         super().__init__(height, width, **kwargs)
         interior = (self.height - 2) * (self.width - 2)
@@ -55,7 +57,7 @@ class FollowTheLeader(GridEnv):
 
     def default_params(self) -> FollowTheLeaderParams:
         return FollowTheLeaderParams().replace(max_steps_in_episode=4 * (self.height + self.width),
-                                               reward_weights={"beacon": 1.0})
+                                               reward_weights={"beacon": 1.0, "wrong_beacon": -0.2})
 
     def sample_level(self, key, layout, params, diverse):
         k_cells, k_rule, k_route = rng.split(key, 3)
@@ -65,28 +67,31 @@ class FollowTheLeader(GridEnv):
         shuffle = jnp.argsort(rng.uniform(k_route, (self.beacons,)))
         shuffle = jnp.where(jnp.all(shuffle == same), same[::-1], shuffle)  # any order but the rule's
         route = jnp.where(diverse, rule[shuffle], rule)
-        memory = jnp.concatenate([rule, route, jnp.zeros(2, jnp.int32)])
+        memory = jnp.concatenate([rule, route, jnp.array([self.beacons, 0], jnp.int32)])
         return self.make_level(layout.walls, cells[0], jnp.concatenate([cells[1:], cells[:1]]),
                                np.ones(len(self.slot_kinds), bool), memory=memory)
 
     def interact(self, level, params):
         k = self.beacons
-        rule, route, stop, followed = level.memory[:k], level.memory[k:2 * k], level.memory[2 * k], level.memory[-1]
+        rule, route, followed = level.memory[:k], level.memory[k:2 * k], level.memory[-1]
         beacons = level.obj_pos[:k]
         on = jnp.all(beacons == level.agent, axis=-1)
         progress = level.inventory + on[rule[jnp.minimum(level.inventory, k - 1)]] * (level.inventory < k)
+        standing = jnp.where(on.any(), jnp.argmax(on), k)
+        entered = on.any() & (standing != level.memory[2 * k])
         followed = followed + on[route[jnp.minimum(followed, k - 1)]] * (followed < k)
-        # the leader: one step to its next stop, rows first (a shortest path in an open room)
+        # the leader: one step to the route's next beacon not yet followed, rows first (a shortest path in
+        # an open room), and none once the agent has followed the whole route
         leader = level.obj_pos[k]
-        gap = beacons[route[jnp.minimum(stop, k - 1)]] - leader
+        gap = beacons[route[jnp.minimum(followed, k - 1)]] - leader
         step = jnp.where(gap[0] != 0, jnp.stack([jnp.sign(gap[0]), 0]), jnp.stack([0, jnp.sign(gap[1])]))
-        moved = leader + step * (stop < k)
+        moved = leader + step * (followed < k)
         moved = jnp.where(level.walls[moved[0], moved[1]], leader, moved)
-        stop = stop + ((stop < k) & jnp.all(moved == beacons[route[jnp.minimum(stop, k - 1)]]))
         advanced = progress > level.inventory
         level = level.replace(obj_pos=level.obj_pos.at[k].set(moved), inventory=progress,
-                              memory=level.memory.at[2 * k].set(stop).at[-1].set(followed))
-        return level, {"beacon": advanced, "rule_done": progress == k, "followed_leader": followed == k}
+                              memory=level.memory.at[2 * k].set(standing).at[-1].set(followed))
+        return level, {"beacon": advanced, "wrong_beacon": entered & ~advanced, "rule_done": progress == k,
+                       "followed_leader": followed == k}
 
     def _order_target(self, level, order, done):
         """The cost map of visiting the beacons ``order[done:]`` in turn: the next one's cell, valued at
