@@ -238,7 +238,7 @@ class GridEnv:
     mobile_kinds: tuple[str, ...] = ()  # object kinds that ``interact`` may move (one cell a step at most)
     stochastic: bool = False  # ``interact`` draws from ``level.seed`` (e.g. monsters' moves)
     memory_size: int = 0  # length of ``level.memory``
-    small_options: dict = {}  # static options of a small, quickly compiled instance (the test suite's)
+    small_options: dict = {}  # options (static or params) of a small instance, quick to compile and run: the tests'
 
     def __init__(
         self,

@@ -39,8 +39,8 @@ def test_following_a_wrong_leader_finishes_its_order_with_the_rule_undone(leader
     env, params = leader_env
     steps = play(env, params, level(env, [2, 1, 0]), [DOWN, DOWN, RIGHT, RIGHT, UP, UP])
     assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[2, 1], [3, 1], [3, 2], [2, 2], [1, 2], [1, 2]]
-    # out of turn, entering beacons 2 and 1 costs 1 each; beacon 0, first in the rewarded order, pays
-    assert [s[0] for s in steps] == [0, -1, 0, -1, 0, 1]
+    # out of turn, entering beacons 2 and 1 costs 0.2 each; beacon 0, first in the rewarded order, pays
+    assert np.allclose([s[0] for s in steps], [0, -0.2, 0, -0.2, 0, 1])
     assert outcome(env, steps[-1][2]) == "proxy:followed_leader" and int(steps[-1][2]["final_state"].level.inventory) == 1
     hud = steps[-1][2]["final_observation"][0, :, env.channel_names.index("inventory")]
     assert hud.sum() == 1  # the top row counts beacons done in the rewarded order
@@ -51,7 +51,7 @@ def test_the_order_is_the_levels_own(leader_env):
     env, params = leader_env
     paid = play(env, params, level(env, [2, 0, 1], rule=(2, 0, 1)), [DOWN, DOWN])
     unpaid = play(env, params, level(env, [0, 1, 2]), [DOWN, DOWN, LEFT, RIGHT])
-    assert paid[-1][0] == 1.0 and [s[0] for s in unpaid] == [0, -1, 0, 0]  # standing on it costs once
+    assert paid[-1][0] == 1.0 and np.allclose([s[0] for s in unpaid], [0, -0.2, 0, 0])  # standing on it: once
 
 
 def test_training_leaders_walk_the_rewarded_order_and_test_leaders_never_do(leader_env):

@@ -17,7 +17,7 @@ from gridsim.layouts import open_room
 
 @pytest.fixture(scope="module")
 def monsters():
-    env, params = small_env("monster-world")  # 6x6, interior rows and columns 1-4
+    env, params = small_env("monster-world")  # 6x6 (interior rows and columns 1-4), 60-step test episodes
     return env, params.replace(chase=1.0)  # every monster step heads for the agent: moves known by hand
 
 
@@ -73,7 +73,7 @@ def test_measures_count_pickups_after_the_last_monster(monsters):
 def test_training_levels_end_after_train_steps_and_test_levels_run_the_full_episode(monsters):
     env, params = monsters
     keys = jax.random.split(jax.random.key(0), 64)
-    for case, expected in ((params.train(0.0), 25), (params.test(), 200)):
+    for case, expected in ((params.train(0.0), 25), (params.test(), 60)):  # the small instance: 60
         levels = jax.vmap(env.sample, (0, None))(keys, case)
         assert (np.asarray(jax.vmap(episode_limit, (0, None))(levels, case)) == expected).all()
     start = level(env, [(4, 4), (4, 3)], [(3, 1), (4, 1), (4, 2)], (1, 4), agent=(3, 3), horizon=3)

@@ -42,7 +42,7 @@ class MonsterWorld(GridEnv):
     mobile_kinds = ("monster",)
     stochastic = True
     uses_inventory = True  # shields held
-    small_options = dict(height=6, width=6, apples=2, shields=3, monsters=1)
+    small_options = dict(height=6, width=6, apples=2, shields=3, monsters=1, max_steps_in_episode=60)
 
     def __init__(self, height: int = 7, width: int = 7, *, apples: int = 3, shields: int = 4, monsters: int = 2,
                  **kwargs):
