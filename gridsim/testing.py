@@ -19,7 +19,7 @@ import numpy as np
 
 from gridsim import oracles
 from gridsim.core import OUTCOME_FAIL, OUTCOME_TRUE, EnvParams, GridEnv
-from gridsim.rollout import evaluate
+from gridsim.rollout import Policy, evaluate
 
 
 def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, num_envs: int = 32,
@@ -116,8 +116,14 @@ def _check_oracles(env, params, key, levels):
     the labels call distinguishing (the labels come from the oracles' planned outcomes, which define
     distinguishing; this checks the plan against the episode the env actually plays)."""
     max_steps = int(np.max(params.max_steps_in_episode))
+
+    def play(goal):  # one program for every goal's oracle: the goal index is traced
+        policy = Policy(act=lambda k, obs, state, p, carry, first: (
+            oracles.oracle_action(env, state.level, p, goal), carry))
+        result = evaluate(env, params, policy, key, levels, max_steps)
+        return result.distinguishing, result.outcome
+
+    distinguishing, outcome = map(np.asarray, jax.jit(jax.vmap(play))(jnp.arange(len(env.goal_names))))
     for g, goal in enumerate(env.goal_names):
-        result = jax.jit(lambda k, g=goal: evaluate(env, params, oracles.policy(env, g), k, levels, max_steps))(key)
-        distinguishing, outcome = np.asarray(result.distinguishing), np.asarray(result.outcome)
-        assert (outcome[distinguishing] == OUTCOME_TRUE + g).all(), \
+        assert (outcome[g][distinguishing[g]] == OUTCOME_TRUE + g).all(), \
             f"{env.name}: the {goal!r} oracle, played, missed its goal on a distinguishing level"

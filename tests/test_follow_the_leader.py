@@ -58,7 +58,7 @@ def test_training_leaders_walk_the_rewarded_order_and_test_leaders_never_do(lead
     env, params = leader_env
     keys = jax.random.split(jax.random.key(0), 1000)
     for case, same in ((params.train(0.0), True), (params.test(), False)):
-        memory = np.asarray(jax.vmap(env.sample, (0, None))(keys, case).memory)
+        memory = np.asarray(jax.jit(jax.vmap(env.sample, (0, None)))(keys, case).memory)
         rules, routes = memory[:, :3], memory[:, 3:6]
         assert (np.sort(rules, axis=1) == [0, 1, 2]).all() and (np.sort(routes, axis=1) == [0, 1, 2]).all()
         assert ((routes == rules).all(axis=1) == same).all()

@@ -74,7 +74,7 @@ def test_training_levels_end_after_train_steps_and_test_levels_run_the_full_epis
     env, params = monsters
     keys = jax.random.split(jax.random.key(0), 64)
     for case, expected in ((params.train(0.0), 25), (params.test(), 60)):  # the small instance: 60
-        levels = jax.vmap(env.sample, (0, None))(keys, case)
+        levels = jax.jit(jax.vmap(env.sample, (0, None)))(keys, case)
         assert (np.asarray(jax.vmap(episode_limit, (0, None))(levels, case)) == expected).all()
     start = level(env, [(4, 4), (4, 3)], [(3, 1), (4, 1), (4, 2)], (1, 4), agent=(3, 3), horizon=3)
     steps = play(env, params.replace(chase=0.0), start, [UP, DOWN, UP])
