@@ -23,6 +23,14 @@ from gridsim.layouts import sample_free
 from gridsim.oracles import UNREACHABLE, cost_to_go
 
 
+def _random_order(u):
+    """A uniformly random permutation: each number's rank among ``u`` (ties by position). A sort
+    under ``vmap`` costs more on CPU than the rest of a step, and auto-reset draws one every step."""
+    i = jnp.arange(u.shape[0])
+    before = (u[None, :] < u[:, None]) | ((u[None, :] == u[:, None]) & (i[None, :] < i[:, None]))
+    return before.sum(axis=1).astype(jnp.int32)
+
+
 @params_dataclass
 class FollowTheLeaderParams(EnvParams):
     pass
@@ -62,9 +70,9 @@ class FollowTheLeader(GridEnv):
     def sample_level(self, key, layout, params, diverse):
         k_cells, k_rule, k_route = rng.split(key, 3)
         cells = sample_free(rng.uniform(k_cells, (1 + self.beacons,)), layout, [None] * (1 + self.beacons))
-        rule = jnp.argsort(rng.uniform(k_rule, (self.beacons,))).astype(jnp.int32)
+        rule = _random_order(rng.uniform(k_rule, (self.beacons,)))
         same = jnp.arange(self.beacons)
-        shuffle = jnp.argsort(rng.uniform(k_route, (self.beacons,)))
+        shuffle = _random_order(rng.uniform(k_route, (self.beacons,)))
         shuffle = jnp.where(jnp.all(shuffle == same), same[::-1], shuffle)  # any order but the rule's
         route = jnp.where(diverse, rule[shuffle], rule)
         memory = jnp.concatenate([rule, route, jnp.array([self.beacons, 0], jnp.int32)])
