@@ -3,11 +3,12 @@
 An open room with apples, shields and monsters. Eating an apple pays +1. A monster that meets the
 agent hurts it (-1) unless the agent holds a shield, which destroys the monster and is used up.
 Monsters move after the agent every step: towards it with probability ``chase``, else at random.
-Training episodes end after ``train_steps`` (25) steps, too few to clear every monster, so a shield
-always pays; test episodes last ``max_steps_in_episode`` (200), and once the monsters are gone
-shields are worth nothing while apples still pay. The outcome is the first thing picked up after
-the last monster is gone: an apple (the true goal) or a shield (the proxy). Short training episodes
-rarely get that far, so training success is an apple eaten, not the outcome.
+Training episodes end after ``train_steps`` (25) steps, meant to be too few to clear every monster,
+so that a shield always pays (on small rooms chasing monsters are often cleared sooner: shorten it);
+test episodes last ``max_steps_in_episode`` (200), and once the monsters are gone shields are worth
+nothing while apples still pay. The outcome is the first thing picked up after the last monster is
+gone: an apple (the true goal) or a shield (the proxy). Short training episodes rarely get that
+far, so training success is an apple eaten, not the outcome.
 """
 
 from __future__ import annotations
