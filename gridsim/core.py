@@ -343,6 +343,19 @@ class GridEnv:
         end the episode before the goal can be reached (lava). None unless a subclass says so."""
         return {}
 
+    def check_room(self, needed: int, what: str) -> None:
+        """Raise ``ValueError`` when the grid's inside (the border aside) has fewer than ``needed``
+        cells, ``what`` naming what must fit (e.g. "agent, 3 keys, 3 chests")."""
+        interior = (self.height - 2) * (self.width - 2)
+        if interior < needed:
+            raise ValueError(f"grid too small: {self.name} needs {needed} free cells ({what}), "
+                             f"a {self.height}x{self.width} grid has {interior}")
+
+    def check_inventory_row(self, count: int, what: str) -> None:
+        """Raise ``ValueError`` when the top row cannot show ``count`` carried items (``what``)."""
+        if self.width - 2 < count:
+            raise ValueError(f"grid too narrow to show {count} {what} in the top row: width {self.width}")
+
     def check_goals(self) -> None:
         """Raise ``ValueError`` naming every goal that ``goal_targets`` gives no target for."""
         level = self.make_level(np.zeros((self.height, self.width), bool), (1, 1),

@@ -33,9 +33,7 @@ class ColourVsShape(GridEnv):
 
     def __init__(self, height: int = 7, width: int = 7, **kwargs):
         super().__init__(height, width, **kwargs)
-        if (self.height - 2) * (self.width - 2) < 3:
-            raise ValueError(f"grid too small: colour-vs-shape needs 3 free cells (agent, two objects), "
-                             f"got {height}x{width}")
+        self.check_room(3, "agent, two objects")
 
     def default_params(self) -> ColourVsShapeParams:
         return ColourVsShapeParams().replace(max_steps_in_episode=2 * (self.height + self.width),

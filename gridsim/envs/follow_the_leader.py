@@ -56,12 +56,8 @@ class FollowTheLeader(GridEnv):
         # on after the last step (``beacons``: none), and the agent's progress along the route
         self.memory_size = 2 * self.beacons + 2
         super().__init__(height, width, **kwargs)
-        interior = (self.height - 2) * (self.width - 2)
-        if interior < 1 + self.beacons:
-            raise ValueError(f"grid too small: follow-the-leader needs {1 + self.beacons} free cells (agent, "
-                             f"{self.beacons} beacons), a {height}x{width} grid has {interior}")
-        if self.width - 2 < self.beacons:
-            raise ValueError(f"grid too narrow to count {self.beacons} beacons in the top row: width {width}")
+        self.check_room(1 + self.beacons, f"agent, {self.beacons} beacons")
+        self.check_inventory_row(self.beacons, "beacons done")
 
     def default_params(self) -> FollowTheLeaderParams:
         return FollowTheLeaderParams().replace(max_steps_in_episode=4 * (self.height + self.width),

@@ -45,14 +45,8 @@ class KeysAndChests(GridEnv):
         self.slot_kinds = ("key",) * self.max_keys + ("chest",) * self.max_chests
         super().__init__(height, width, **kwargs)
         self.needed_cells = 1 + self.max_keys + self.max_chests
-        interior = (self.height - 2) * (self.width - 2)
-        if interior < self.needed_cells:
-            raise ValueError(
-                f"grid too small: keys-and-chests needs {self.needed_cells} free cells "
-                f"(agent, {self.max_keys} keys, {self.max_chests} chests), a {height}x{width} grid has {interior}"
-            )
-        if self.width - 2 < self.max_keys:
-            raise ValueError(f"grid too narrow to show {self.max_keys} held keys in the top row: width {width}")
+        self.check_room(self.needed_cells, f"agent, {self.max_keys} keys, {self.max_chests} chests")
+        self.check_inventory_row(self.max_keys, "held keys")
 
     def default_params(self) -> KeysAndChestsParams:
         return KeysAndChestsParams().replace(

@@ -55,12 +55,8 @@ class MonsterWorld(GridEnv):
                              "the monsters are gone, an agent could not show that it still wants shields")
         self.slot_kinds = ("apple",) * apples + ("shield",) * shields + ("monster",) * monsters
         super().__init__(height, width, **kwargs)
-        interior = (self.height - 2) * (self.width - 2)
-        if interior < 1 + len(self.slot_kinds):
-            raise ValueError(f"grid too small: monster-world needs {1 + len(self.slot_kinds)} free cells (agent, "
-                             f"{apples} apples, {shields} shields, {monsters} monsters), {height}x{width} has {interior}")
-        if self.width - 2 < shields:
-            raise ValueError(f"grid too narrow to show {shields} held shields in the top row: width {width}")
+        self.check_room(1 + len(self.slot_kinds), f"agent, {apples} apples, {shields} shields, {monsters} monsters")
+        self.check_inventory_row(shields, "held shields")
         self.monster_slots = np.flatnonzero(self.kind_slots["monster"])
 
     def default_params(self) -> MonsterWorldParams:

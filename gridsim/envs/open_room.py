@@ -28,8 +28,7 @@ class OpenRoom(GridEnv):
 
     def __init__(self, height: int = 7, width: int = 7, **kwargs):
         super().__init__(height, width, **kwargs)
-        if (self.height - 2) * (self.width - 2) < 2:
-            raise ValueError(f"grid too small: open-room needs two free cells (agent and goal), got {height}x{width}")
+        self.check_room(2, "agent and goal")
 
     def default_params(self) -> OpenRoomParams:
         return OpenRoomParams().replace(max_steps_in_episode=2 * (self.height + self.width),
