@@ -116,10 +116,15 @@ def policy(env: GridEnv, goal: str) -> Policy:
     """The oracle of ``goal`` (the true goal or a proxy) as a policy: it reads the env state."""
     if goal not in env.goal_names:
         raise ValueError(f"{goal!r} is not a goal of {env.name}; goals: {env.goal_names}")
-    index = env.goal_names.index(goal)
+    return indexed_policy(env, jnp.int32(env.goal_names.index(goal)))
+
+
+def indexed_policy(env: GridEnv, goal: jax.Array) -> Policy:
+    """The oracle of goal index ``goal`` (into ``env.goal_names``; may be traced, so one program can
+    play every goal's oracle under ``vmap``)."""
 
     def act(key, obs, state, params, carry, first):
-        return oracle_action(env, state.level, params, jnp.int32(index)), carry
+        return oracle_action(env, state.level, params, goal), carry
 
     return Policy(act=act, carry=())
 

@@ -4,11 +4,11 @@ environment and the example plug-in; run it on your own before you trust its lab
 
 What it checks, on training (``alpha`` 0 and 1) and test levels under random actions: the agent
 stays in bounds and out of walls and the border stays whole; objects never move (those of
-``mobile_kinds`` move one cell a step at most), are only consumed, and sit on free cells; rewards stay within what ``reward_weights`` allow; the episode
-bookkeeping (``terminated``, ``truncated``, lengths, outcomes, ``final_observation``) agrees with
-itself; a fixed key gives the same episodes; changing traced params does not recompile; and each
-goal's oracle, played as a policy, reaches its own goal on every level the labels call
-distinguishing.
+``mobile_kinds`` move one cell a step at most), are only consumed, and sit on free cells; rewards
+stay within what ``reward_weights`` allow; the episode bookkeeping (``terminated``, ``truncated``,
+lengths, outcomes, ``final_observation``) agrees with itself; a fixed key gives the same episodes;
+changing traced params does not recompile; and each goal's oracle, played as a policy, reaches its
+own goal on every level the labels call distinguishing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from gridsim import oracles
 from gridsim.core import OUTCOME_FAIL, OUTCOME_TRUE, EnvParams, GridEnv
-from gridsim.rollout import Policy, evaluate
+from gridsim.rollout import evaluate
 
 
 def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, num_envs: int = 32,
@@ -118,9 +118,7 @@ def _check_oracles(env, params, key, levels):
     max_steps = int(np.max(params.max_steps_in_episode))
 
     def play(goal):  # one program for every goal's oracle: the goal index is traced
-        policy = Policy(act=lambda k, obs, state, p, carry, first: (
-            oracles.oracle_action(env, state.level, p, goal), carry))
-        result = evaluate(env, params, policy, key, levels, max_steps)
+        result = evaluate(env, params, oracles.indexed_policy(env, goal), key, levels, max_steps)
         return result.distinguishing, result.outcome
 
     distinguishing, outcome = map(np.asarray, jax.jit(jax.vmap(play))(jnp.arange(len(env.goal_names))))
