@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 	$(BIN)/gridsim inspect runs/coin_alpha --point 0 --seed 0 --out runs/demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -28,7 +28,6 @@ from flax import struct
 
 from agents.networks import ActorCritic, RecurrentActorCritic
 
-
 # sizes past which a run would not fit memory or finish: refused before anything compiles
 LIMITS = {"num_envs": 1 << 16, "num_steps": 1 << 16, "total_timesteps": 1 << 40, "update_epochs": 1024,
           "num_minibatches": 1 << 16, "hidden": 8192}
@@ -131,6 +130,8 @@ class Metrics(NamedTuple):
     success_rate: jax.Array  # of those, the fraction that succeeded (``GridEnv.succeeded``)
     episode_return: jax.Array  # mean return of those episodes
     episode_length: jax.Array
+    reward_per_step: jax.Array  # mean reward of the rollout's steps: the learning curve of a reset-free world
+    event_rate: jax.Array  # [events]: the fraction of the rollout's steps that fired each of ``env.event_names``
     loss: jax.Array
     entropy: jax.Array
     diverged: jax.Array
@@ -272,6 +273,7 @@ class Trainer:
                 info["success"],
                 info["episode_return"],
                 info["episode_length"].astype(jnp.float32),
+                jnp.stack([info["events"][name] for name in self.env.event_names], axis=-1),
             )
             # auto-reset: after a done, next_obs starts a new episode
             return (env_state, next_obs, hidden, done, key), (transition, after, ended)
@@ -371,7 +373,7 @@ class Trainer:
         (network, opt_state, key, diverged), (loss, entropy) = jax.lax.scan(
             epoch, (state.network, state.opt_state, key, state.diverged), None, length=c.update_epochs
         )
-        done, success, episode_return, episode_length = ended
+        done, success, episode_return, episode_length, events = ended
         episodes = done.sum()
         per_episode = lambda x: jnp.where(episodes > 0, jnp.sum(x * done) / jnp.maximum(episodes, 1), jnp.nan)
         metrics = Metrics(
@@ -379,6 +381,8 @@ class Trainer:
             success_rate=per_episode(success),
             episode_return=per_episode(episode_return),
             episode_length=per_episode(episode_length),
+            reward_per_step=transitions.reward.mean(),
+            event_rate=events.mean(axis=(0, 1)),
             loss=loss.mean(),
             entropy=entropy.mean(),
             diverged=diverged,

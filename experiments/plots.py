@@ -114,14 +114,20 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
 
     curves = store.curves()
     if curves is not None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for point, group in curves.groupby("point"):
-            median = group.groupby("update").success_rate.median()
-            label = f"{x_name}={summary.set_index('point').loc[point, x_name]:g}" if swept else f"point {point}"
-            ax.plot(median.index, median.to_numpy(), label=label)
-        ax.set_xlabel("update")
-        ax.set_ylabel("training success (median over seeds)")
-        ax.legend(fontsize=7)
+        # reward per step is the learning curve that needs no episode to end (a reset-free world)
+        panels = [("success_rate", "training success")] + [("reward_per_step", "reward per step")] * (
+            "reward_per_step" in curves)
+        panels += [(column, f"share of steps: {column.removeprefix('rate_')}")
+                   for column in curves.columns if column.startswith("rate_")]  # the env's curve_events
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+        for ax, (column, what) in zip(axes[0], panels):
+            for point, group in curves.groupby("point"):
+                median = group.groupby("update")[column].median()
+                label = f"{x_name}={summary.set_index('point').loc[point, x_name]:g}" if swept else f"point {point}"
+                ax.plot(median.index, median.to_numpy(), label=label)
+            ax.set_xlabel("update")
+            ax.set_ylabel(f"{what} (median over seeds)")
+            ax.legend(fontsize=7)
         save(fig, "training")
 
     point_labels = {int(p): ", ".join(f"{n}={r[n]:g}" for n in swept) or f"point {p}"

@@ -140,18 +140,22 @@ def rows_for_point(env, spec: SweepSpec, index: int, params, results, history) -
     return pa.table(columns)
 
 
-def curves_for_point(index: int, history) -> pa.Table:
+def curves_for_point(env, index: int, history) -> pa.Table:
+    """One row per seed and update: training success, return, reward per step, and the share of the
+    update's steps that fired each of the env's ``curve_events`` (``rate_<event>``)."""
     seeds, updates = history.loss.shape
-    return pa.table(
-        {
-            "point": np.full(seeds * updates, index),
-            "seed": np.repeat(np.arange(seeds), updates),
-            "update": np.tile(np.arange(updates), seeds),
-            "success_rate": history.success_rate.ravel(),
-            "episode_return": history.episode_return.ravel(),
-            "loss": history.loss.ravel(),
-        }
-    )
+    columns = {
+        "point": np.full(seeds * updates, index),
+        "seed": np.repeat(np.arange(seeds), updates),
+        "update": np.tile(np.arange(updates), seeds),
+        "success_rate": history.success_rate.ravel(),
+        "episode_return": history.episode_return.ravel(),
+        "reward_per_step": history.reward_per_step.ravel(),
+        "loss": history.loss.ravel(),
+    }
+    for name in env.curve_events:
+        columns[f"rate_{name}"] = history.event_rate[..., env.event_names.index(name)].ravel()
+    return pa.table(columns)
 
 
 def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
@@ -175,7 +179,7 @@ def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
         pick = lambda tree, j=j: jax.tree_util.tree_map(lambda x: x[j], tree)
         results, history = pick(out.results), pick(out.metrics)
         tables[i] = rows_for_point(runner.env, spec, i, params.replace(**spec.points[i]), results, history)
-        curves[i] = curves_for_point(i, history)
+        curves[i] = curves_for_point(runner.env, i, history)
         agents[i] = pick(out.networks)
     return ChunkResult(list(points), tables, curves, agents, time.perf_counter() - started,
                        len(padded) * spec.seeds * runner.steps_per_seed, socket.gethostname(), os.getpid(),

@@ -234,8 +234,10 @@ class GridEnv:
     success_outcomes: tuple[str, ...] = ("true",)
     measure_names: tuple[str, ...] = ()  # per-episode measurements (``measure``), reported per agent
     contrasts: dict = {}  # name -> (measure a, measure b): per agent, mean of a minus mean of b
+    curve_events: tuple[str, ...] = ()  # events whose share of training steps sweeps keep per update, and plot
     uses_inventory: bool = False
     mobile_kinds: tuple[str, ...] = ()  # object kinds that ``interact`` may move (one cell a step at most)
+    regrowing_kinds: tuple[str, ...] = ()  # object kinds whose consumed slots may come back, on any free cell
     stochastic: bool = False  # ``interact`` draws from ``level.seed`` (e.g. monsters' moves)
     memory_size: int = 0  # length of ``level.memory``
     small_options: dict = {}  # options (static or params) of a small instance, quick to compile and run: the tests'
@@ -278,6 +280,9 @@ class GridEnv:
         for name, (a, b) in self.contrasts.items():
             if a not in self.measure_names or b not in self.measure_names:
                 raise ValueError(f"contrast {name!r} compares unknown measures; measures: {self.measure_names}")
+        unknown = set(self.curve_events) - set(self.event_names)
+        if unknown:
+            raise ValueError(f"curve_events name unknown events {sorted(unknown)}; events: {self.event_names}")
         if proxies is not None:
             self.proxies = tuple(proxies)
         for goal in (self.true_goal, *self.proxies):
@@ -507,7 +512,7 @@ class GridEnv:
         reward = self.reward(events, params)
 
         time = state.time + 1
-        terminated = jnp.any(jnp.stack([events[name] for name in self.terminal_events]))
+        terminated = jnp.any(jnp.stack([events[name] for name in self.terminal_events] or [jnp.bool_(False)]))
         truncated = ~terminated & (time >= episode_limit(level, params))
         hits = jnp.stack([events[name] for name in self.goal_names])
         first_reached = jnp.where((state.first_reached < 0) & hits, time, state.first_reached)

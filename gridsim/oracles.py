@@ -101,7 +101,8 @@ def plan(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array) -> tupl
     avoided = walls[dest[:, 0], dest[:, 1]] & ~blocked
     enter = unit - seek[dest[:, 0], dest[:, 1]]
     here = cost[level.agent[0], level.agent[1]]
-    value = jnp.where(blocked, unit + here, jnp.where(avoided, UNREACHABLE + 2 * unit, enter + cost[dest[:, 0], dest[:, 1]]))
+    moved = jnp.where(avoided, UNREACHABLE + 2 * unit, enter + cost[dest[:, 0], dest[:, 1]])
+    value = jnp.where(blocked, unit + here, moved)
     reachable = here < UNREACHABLE
     action = jnp.where(reachable, jnp.argmin(value), jnp.argmax(blocked))
     return action.astype(jnp.int32), reachable

@@ -4,11 +4,12 @@ environment and the example plug-in; run it on your own before you trust its lab
 
 What it checks, on training (``alpha`` 0 and 1) and test levels under random actions: the agent
 stays in bounds and out of walls and the border stays whole; objects never move (those of
-``mobile_kinds`` move one cell a step at most), are only consumed, and sit on free cells; rewards
-stay within what ``reward_weights`` allow; the episode bookkeeping (``terminated``, ``truncated``,
-lengths, outcomes, ``final_observation``) agrees with itself; a fixed key gives the same episodes;
-changing traced params does not recompile; and each goal's oracle, played as a policy, reaches its
-own goal on every level the labels call distinguishing.
+``mobile_kinds`` move one cell a step at most), are only consumed (those of ``regrowing_kinds`` may
+come back, not under the agent), and sit on free cells; rewards stay within what ``reward_weights``
+allow; the episode bookkeeping (``terminated``, ``truncated``, lengths, outcomes,
+``final_observation``) agrees with itself; a fixed key gives the same episodes; changing traced
+params does not recompile; and each goal's oracle, played as a policy, reaches its own goal on
+every level the labels call distinguishing.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ def _check_rollout(env, params, out, case):
     moved = np.abs(ended.obj_pos - before.obj_pos).sum(axis=-1) * before.obj_alive
     assert not ((moved > 0) & fixed).any(), f"{where}: a live object moved"
     assert not (moved > 1).any(), f"{where}: an object moved more than one cell in a step"
-    assert not (ended.obj_alive & ~before.obj_alive).any(), f"{where}: a consumed object came back"
+    regrowing = np.isin(np.array(env.slot_kinds), env.regrowing_kinds)
+    revived = ended.obj_alive & ~before.obj_alive
+    assert not (revived & ~regrowing).any(), f"{where}: a consumed object came back"
+    on_agent = np.all(ended.obj_pos == ended.agent[..., None, :], axis=-1)
+    assert not (revived & on_agent).any(), f"{where}: an object grew under the agent"
     t, n, _ = np.nonzero(levels.obj_alive)
     live = levels.obj_pos[levels.obj_alive]
     assert not levels.walls[t, n, live[:, 0], live[:, 1]].any(), f"{where}: an object sits in a wall"
@@ -104,6 +109,8 @@ def _check_rollout(env, params, out, case):
     assert ((lengths >= 1) & (lengths <= int(np.max(params.max_steps_in_episode)))).all(), \
         f"{where}: an episode longer than max_steps_in_episode"
     assert (after.time[dones] == 0).all(), f"{where}: a new episode does not start at time 0"
+    assert (info["final_state"].time[dones] == info["episode_length"][dones]).all(), \
+        f"{where}: info['final_state'] is not where the episode ended (its time is not the episode's length)"
     assert dones.any(axis=0).all(), f"{where}: an environment never ended an episode"
     outcomes = info["outcome"][dones]
     assert ((outcomes >= 0) & (outcomes < len(env.outcome_names))).all(), f"{where}: an outcome out of range"

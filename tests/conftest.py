@@ -31,6 +31,14 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n`` with ``--dist loadgroup`` (the Makefile's), every test that reads the
+    session's finished sweep runs in one worker, which computes it once instead of once per worker."""
+    for item in items:
+        if "finished" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("finished_sweep"))
+
+
 REGISTERED = tuple(sorted(gridsim.registered()))  # the built-ins (before any test loads a plug-in file)
 # small versions of each environment (its ``small_options``), shared by every test module
 SMALL = {name: gridsim.registered()[name].small_options for name in REGISTERED}

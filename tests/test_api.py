@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ENV_NAMES, SMALL, random_rollout, small_env
+from conftest import ENV_NAMES, SMALL, small_env
 
 import gridsim
 
@@ -171,29 +171,6 @@ def test_a_layout_bank_of_a_fixed_level_set_holds_whole_levels_of_that_set():
     bank = jax.jit(lambda key: env.sample_layouts(key, params, 3))(jax.random.key(1))
     banked = set(_level_ids(reset(keys, params, bank)[1].level))
     assert banked <= the_set and 1 <= len(banked) <= 3
-
-
-def test_final_observation_is_where_the_episode_ended(env_name):
-    env, params = small_env(env_name)
-    _, _, dones, infos = random_rollout(env_name)(jax.random.key(3), params.test())
-    final_obs = np.asarray(infos["final_observation"])
-    expected = np.asarray(jax.vmap(jax.vmap(env.observe))(infos["final_state"].level))
-    np.testing.assert_array_equal(final_obs, expected)
-    dones = np.asarray(dones)
-    assert dones.any()
-    # the final state is the ended episode: its time is the episode length, not 0 as after the reset
-    lengths = np.asarray(infos["episode_length"])
-    np.testing.assert_array_equal(np.asarray(infos["final_state"].time)[dones], lengths[dones])
-
-
-def test_fixed_key_is_deterministic_and_keys_differ(env_name):
-    _, params = small_env(env_name)
-    run = random_rollout(env_name)
-    a = run(jax.random.key(7), params.test())
-    b = run(jax.random.key(7), params.test())
-    c = run(jax.random.key(8), params.test())
-    chex.assert_trees_all_equal(a, b)
-    assert not np.array_equal(np.asarray(a[0].agent), np.asarray(c[0].agent))
 
 
 def test_register_and_plugin_file_run_through_make():

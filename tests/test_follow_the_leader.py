@@ -27,7 +27,8 @@ def test_the_rewarded_order_pays_each_beacon_and_the_leader_leads_it_in_training
     """The leader heads for the next beacon of its route and waits there until the agent has been on it."""
     env, params = leader_env
     steps = play(env, params, level(env, [0, 1, 2]), [RIGHT, RIGHT, DOWN, DOWN, LEFT, LEFT])
-    assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[1, 2], [2, 2], [3, 2], [3, 1], [3, 1], [3, 1]]
+    leader = [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps]
+    assert leader == [[1, 2], [2, 2], [3, 2], [3, 1], [3, 1], [3, 1]]
     assert [s[0] for s in steps] == [0, 1, 0, 1, 0, 1]
     assert [s[1] for s in steps] == [False] * 5 + [True]
     events = steps[-1][2]["events"]
@@ -38,10 +39,12 @@ def test_the_rewarded_order_pays_each_beacon_and_the_leader_leads_it_in_training
 def test_following_a_wrong_leader_finishes_its_order_with_the_rule_undone(leader_env):
     env, params = leader_env
     steps = play(env, params, level(env, [2, 1, 0]), [DOWN, DOWN, RIGHT, RIGHT, UP, UP])
-    assert [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps] == [[2, 1], [3, 1], [3, 2], [2, 2], [1, 2], [1, 2]]
+    leader = [s[2]["final_state"].level.obj_pos[3].tolist() for s in steps]
+    assert leader == [[2, 1], [3, 1], [3, 2], [2, 2], [1, 2], [1, 2]]
     # out of turn, entering beacons 2 and 1 costs 0.2 each; beacon 0, first in the rewarded order, pays
     assert np.allclose([s[0] for s in steps], [0, -0.2, 0, -0.2, 0, 1])
-    assert outcome(env, steps[-1][2]) == "proxy:followed_leader" and int(steps[-1][2]["final_state"].level.inventory) == 1
+    assert outcome(env, steps[-1][2]) == "proxy:followed_leader"
+    assert int(steps[-1][2]["final_state"].level.inventory) == 1
     hud = steps[-1][2]["final_observation"][0, :, env.channel_names.index("inventory")]
     assert hud.sum() == 1  # the top row counts beacons done in the rewarded order
 

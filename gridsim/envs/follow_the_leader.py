@@ -13,7 +13,6 @@ ends its episode on the leader's last beacon with the order undone.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
