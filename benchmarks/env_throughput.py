@@ -355,8 +355,9 @@ def main(argv=None):
     dish = gridsim_case("cheese-on-dish")
     monsters = gridsim_case("monster-world")
     leader = gridsim_case("follow-the-leader")
+    trees = gridsim_case("tree-harvesting")  # 12x12 as published; no peer has it
     ours = [coin, short, cheese, fixed_maze, level_set, egocentric, cheese13, keys, obstacles, keys13, lava, colour,
-            supervisor, dish, monsters, leader]
+            supervisor, dish, monsters, leader, trees]
     peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
     peers += jaxgmg_cases([9, 13])

@@ -122,7 +122,7 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
         for ax, (column, what) in zip(axes[0], panels):
             for point, group in curves.groupby("point"):
-                median = group.groupby("update")[column].median()
+                median = group.groupby("update")[column].median().dropna()  # updates in which no episode ended: none
                 label = f"{x_name}={summary.set_index('point').loc[point, x_name]:g}" if swept else f"point {point}"
                 ax.plot(median.index, median.to_numpy(), label=label)
             ax.set_xlabel("update")

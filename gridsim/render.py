@@ -30,6 +30,7 @@ COLOURS = {
     "monster": (90, 40, 120),
     "leader": (240, 140, 180),
     "beacon": (60, 170, 80),
+    "tree": (34, 120, 50),
 }
 # channels drawn as a dark mark inside the cell instead of filling it, so that a shape shows on its colour
 GLYPHS = {"square": "square", "circle": "disc", "dish": "square"}
