@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -191,6 +192,15 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_discover(args) -> int:
+    from experiments.discover import RESULTS, format_shares, run
+
+    table = run(args.directory, args.episodes, args.seed, args.declared_proxies)
+    print(format_shares(table))
+    print(f"wrote {Path(args.directory) / RESULTS}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsim", description=__doc__)
     parser.add_argument("--no-compile-cache", action="store_true",
@@ -269,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--episodes", type=int, default=256, help="test episodes for the heatmap")
     inspect.add_argument("--out", help="where to write the figures (default: <directory>/_figures)")
     inspect.set_defaults(run=cmd_inspect)
+
+    discover = sub.add_parser("discover", help="for every agent of a sweep, the candidate goal that best explains "
+                                                "its moves on distinguishing test levels, proxies not told")
+    discover.add_argument("directory")
+    discover.add_argument("--episodes", type=int, default=256, help="test episodes per agent (default 256)")
+    discover.add_argument("--seed", type=_seed, default=0)
+    discover.add_argument("--declared-proxies", action="store_true",
+                          help="also score the environment's declared proxies (default: only the true goal)")
+    discover.set_defaults(run=cmd_discover)
     return parser
 
 

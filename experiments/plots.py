@@ -142,6 +142,17 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     axes[0, 0].set_ylabel("seeds")
     save(fig, "seeds")
 
+    found = directory / "discover.parquet"  # written by ``gridsim discover``
+    if found.exists():
+        import pandas as pd
+
+        from experiments.discover import draw
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        draw(ax, pd.read_parquet(found))
+        ax.set_title("what each agent goes for (gridsim discover)", fontsize=9)
+        save(fig, "discover")
+
     if visitation and all(store.agents_path(p).exists() for p in summary.point):
         from experiments.inspect import agent_episodes, draw_heatmap, load_agent
 

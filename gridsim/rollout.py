@@ -58,6 +58,7 @@ class Trace(NamedTuple):
     """Every step of an evaluation, for pictures (memory grows with ``max_steps``); leaves ``[max_steps, episodes]``."""
 
     state: Any  # the env state each step started from
+    action: jax.Array  # the move the policy chose there
     info: dict  # the step's info (its episode's outcome where it ended; info["final_state"] where it ended)
     first_episode: jax.Array  # the step belongs to its environment's first episode
 
@@ -99,7 +100,7 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
         done = terminated | truncated
         obs = jax.vmap(env.observe)(next_state.level)
         info = dict(info, final_observation=obs, final_state=next_state)
-        step = Trace(env_state, info, ~result.finished) if trace else None
+        step = Trace(env_state, action, info, ~result.finished) if trace else None
         ends_first = done & ~result.finished
         record = lambda old, new: jnp.where(ends_first, new, old)
         fired = jnp.stack([info["events"][name] for name in env.event_names], axis=-1)

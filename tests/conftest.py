@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,10 +34,17 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n`` with ``--dist loadgroup`` (the Makefile's), every test that reads the
-    session's finished sweep runs in one worker, which computes it once instead of once per worker."""
+    session's finished sweep runs in one worker, which computes it once instead of once per worker,
+    and so do the tests parametrised by one environment."""
     for item in items:
         if "finished" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("finished_sweep"))
+            continue
+        # an environment's parametrised tests share its compiled programs and labelled levels in one worker
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        name = params.get("name", params.get("env_name"))
+        if isinstance(name, str) and (name in REGISTERED or name == PLUGIN):
+            item.add_marker(pytest.mark.xdist_group(f"env-{name}"))
 
 
 REGISTERED = tuple(sorted(gridsim.registered()))  # the built-ins (before any test loads a plug-in file)
@@ -89,6 +97,15 @@ def labelled_levels(name: str):
         return (states.level, *oracles.label(env, params, states.level))
 
     return jax.jit(run)
+
+
+@functools.cache
+def labelled_test_levels(name):
+    """10,000 test levels with each goal's oracle outcome, as numpy: ``(env, levels, distinguishing,
+    outcomes)``, computed once per worker for every test that reads them."""
+    env, params = env_for(name)
+    levels, distinguishing, outcomes = jax.device_get(labelled_levels(name)(jax.random.key(0), params.test()))
+    return env, levels, np.asarray(distinguishing), np.asarray(outcomes)
 
 
 @pytest.fixture(params=ENV_NAMES)

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 from collections import deque
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import PLUGIN, REGISTERED, SMALL, env_for, labelled_levels
+from conftest import PLUGIN, REGISTERED, SMALL, env_for, labelled_test_levels
 
 import gridsim
 from gridsim import OUTCOME_FAIL, OUTCOME_TRUE, oracles
 from gridsim.layouts import index_layout, open_room, sample_free
 
 UP, RIGHT, DOWN, LEFT = range(4)
-
-
-@functools.cache
-def labelled_test_levels(name):
-    """10,000 test levels with each goal's oracle outcome, as numpy."""
-    env, params = env_for(name)
-    levels, distinguishing, outcomes = jax.device_get(labelled_levels(name)(jax.random.key(0), params.test()))
-    return env, levels, np.asarray(distinguishing), np.asarray(outcomes)
 
 
 def test_every_registered_environment_has_a_small_size_for_the_tests():

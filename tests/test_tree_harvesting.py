@@ -109,13 +109,14 @@ def test_the_true_oracle_waits_beside_the_last_tree_and_the_proxy_oracle_chops_i
     env, params = trees
     params = params.replace(regrowth=0.0)
     start = level(env, [(2, 2)], agent=(1, 1))
+    step = jax.jit(env.step)
     for goal, expected in (("harvest", None), ("last_tree", 2)):
         act = jax.jit(oracles.policy(env, goal).act)
         _, state = env.reset_to_level(start, params)
         chopped_at = None
         for t in range(30):
             action, _ = act(None, None, state, params, (), True)
-            _, state, _, _, info = jax.jit(env.step)(jax.random.key(t), state, action, params)
+            _, state, _, _, info = step(jax.random.key(t), state, action, params)
             if bool(info["events"]["chop"]):
                 chopped_at = t + 1
                 break

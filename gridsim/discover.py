@@ -1,0 +1,213 @@
+"""Which goal is an agent pursuing? Candidate goals generated from an environment's declarations and
+geometry, each scored by how well a Boltzmann-rational pursuer of it explains the agent's moves.
+
+A candidate is a target on the level, as a goal is (``GridEnv.goal_targets``): the true goal (its
+reward is known; the declared proxies only on request), each object kind, the edges, corners, rows,
+columns and cells, the agent's start cell, the region where the true goal lay in training, plus
+"keep moving in direction d". On each step of an agent's episodes a candidate values a move by the
+steps it leaves to the target (``Q = -(1 + distance after the move)``, from breadth-first distances
+on the level; moves are deterministic), and a Boltzmann-rational pursuer picks a move with
+probability ``softmax(beta * Q)``. ``beta`` is fitted per candidate by maximum likelihood over a
+grid that includes 0, a random walk, so no candidate explains an agent worse than chance. The
+candidate whose fitted pursuer gives the agent's moves the highest likelihood is what the agent is
+going for; if none beats the random walk by ``UNEXPLAINED_MARGIN`` nats a step, it is unexplained.
+Moves are told apart by the cell they lead to: two moves into walls both leave the agent where it
+is, and choosing either is the one choice of staying put. Only steps that move the agent are scored:
+staying put, at a target or against a wall, says nothing of where it is going.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gridsim.core import ACTION_NAMES, MOVES, EnvParams, GridEnv, Level
+from gridsim.layouts import distances
+from gridsim.oracles import UNREACHABLE, step_cost
+
+BETAS = np.array([0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0], np.float32)  # rationality grid
+UNEXPLAINED_MARGIN = 0.1  # nats a step the best candidate must beat a random walk by
+FAR = 1e4  # the distance of a cell that is no target (any real path is shorter)
+
+CandidateFn = Callable[[Level, EnvParams], jax.Array]  # (level, params) -> bool[H, W]
+
+
+class Candidates(NamedTuple):
+    """What ``score`` compares: names, in order, and how to build their targets."""
+
+    names: tuple[str, ...]  # targets first (``len(names) - 4`` of them), then the four directions
+    geometry: np.ndarray  # bool[G, H, W]: fixed regions (edges, corners, rows, columns, cells, training region)
+    goals: tuple[str, ...]  # declared goals included (their targets from ``env.goal_targets``)
+    kinds: tuple[str, ...]  # object kinds (their live objects)
+    extra: tuple[CandidateFn, ...]  # an author's own, after the kinds
+
+
+def training_region(env: GridEnv, params: EnvParams, key, levels: int = 512) -> np.ndarray:
+    """``bool[H, W]``: where the true goal's target lay in training, the cells holding it on at
+    least half as many training levels as the most frequent cell."""
+    def target(k):
+        level = env.sample(k, params.train())
+        t = env.goal_targets(level, params)[env.true_goal]
+        return t if t.dtype == jnp.bool_ else t == 0
+
+    density = np.asarray(jax.jit(jax.vmap(target))(jax.random.split(key, levels))).mean(0)
+    return density >= 0.5 * density.max() if density.max() > 0 else density > 0
+
+
+def candidates(env: GridEnv, params: EnvParams, key=None, *, declared_proxies: bool = False,
+               extra: Mapping[str, CandidateFn] | None = None) -> Candidates:
+    """The candidate goals of ``env``, from its declarations and geometry alone (``key`` draws the
+    training levels that locate the true goal in training)."""
+    h, w = env.height, env.width
+    names, regions = [], []
+
+    def region(name, mask):
+        names.append(name)
+        regions.append(mask)
+
+    rows, cols = np.indices((h, w))
+    for side, mask in (("top", rows == 1), ("bottom", rows == h - 2), ("left", cols == 1), ("right", cols == w - 2)):
+        region(f"edge:{side}", mask)
+    for k in (1, 2):
+        top, bottom, left, right = ("top", 1), ("bottom", h - 1 - k), ("left", 1), ("right", w - 1 - k)
+        for (vert, r0), (horiz, c0) in ((top, left), (top, right), (bottom, left), (bottom, right)):
+            region(f"corner:{vert}-{horiz}:{k}x{k}", (rows >= r0) & (rows < r0 + k) & (cols >= c0) & (cols < c0 + k))
+    for r in range(2, h - 2):
+        region(f"row:{r}", rows == r)
+    for c in range(2, w - 2):
+        region(f"column:{c}", cols == c)
+    region("training-goal-region", training_region(env, params, jax.random.key(0) if key is None else key))
+    for r in range(1, h - 1):
+        for c in range(1, w - 1):
+            region(f"cell:{r},{c}", (rows == r) & (cols == c))
+    goals = env.goal_names if declared_proxies else (env.true_goal,)
+    extra = dict(extra or {})
+    target_names = ([f"goal:{g}" for g in goals] + [f"kind:{k}" for k in env.object_kinds] + [f"own:{n}" for n in extra]
+                    + ["start"])
+    return Candidates(
+        names=tuple(target_names + names + [f"move:{a}" for a in ACTION_NAMES]),
+        geometry=np.stack(regions),
+        goals=tuple(goals),
+        kinds=env.object_kinds,
+        extra=tuple(extra.values()),
+    )
+
+
+def _pair_distances(walls: jax.Array) -> jax.Array:
+    """``float32[N, N]``: steps between every two cells (``FAR`` where none)."""
+    h, w = walls.shape
+    cells = jnp.stack(jnp.unravel_index(jnp.arange(h * w), (h, w)), axis=-1)
+    d = jax.vmap(distances, (None, 0))(walls, cells).reshape(h * w, h * w)
+    return jnp.where(d >= walls.size, FAR, d).astype(jnp.float32)
+
+
+def _targets(env: GridEnv, cands: Candidates, level: Level, start: Level, params: EnvParams) -> jax.Array:
+    """``float32[C, N]``: per target candidate, the steps still to go once on each cell (0 on the
+    target, ``FAR`` off it; a declared goal's cost map gives its remaining steps)."""
+    h, w = env.height, env.width
+    declared = env.goal_targets(level, params)
+    unit = step_cost(level.walls)
+    rows = []
+    for goal in cands.goals:
+        t = declared[goal]
+        rows.append(jnp.where(t, 0.0, FAR) if t.dtype == jnp.bool_ else
+                    jnp.where(t >= UNREACHABLE, FAR, jnp.ceil(t / unit)))
+    rows += [jnp.where(env.cells_of(level, kind), 0.0, FAR) for kind in cands.kinds]
+    rows += [jnp.where(fn(level, params), 0.0, FAR) for fn in cands.extra]
+    first = jnp.zeros((h, w), bool).at[start.agent[0], start.agent[1]].set(True)
+    rows.append(jnp.where(first, 0.0, FAR))
+    dynamic = jnp.stack(rows).reshape(len(rows), h * w).astype(jnp.float32)
+    fixed = jnp.where(jnp.asarray(cands.geometry).reshape(-1, h * w), 0.0, FAR)
+    return jnp.concatenate([dynamic, fixed])
+
+
+def _destinations(env: GridEnv, level: Level) -> jax.Array:
+    """``int32[4]``: the flat cell each move leads to (a bump stays put)."""
+    dest = jnp.clip(level.agent + jnp.asarray(MOVES), 0, jnp.array([env.height - 1, env.width - 1]))
+    dest = jnp.where(level.walls[dest[:, 0], dest[:, 1]][:, None], level.agent, dest)
+    return dest[:, 0] * env.width + dest[:, 1]
+
+
+def _step_values(env: GridEnv, cands: Candidates, pairs, level: Level, start: Level, params) -> jax.Array:
+    """``float32[C, 4]``: each candidate's value of each move on this step."""
+    flat = _destinations(env, level)
+    targets = _targets(env, cands, level, start, params)  # [C, N]
+    to_go = jnp.min(pairs[flat][None] + targets[:, None, :], axis=-1)  # [C, 4]
+    reachable = jnp.min(to_go, axis=-1, keepdims=True) < FAR
+    q = jnp.where(reachable, -(1.0 + jnp.minimum(to_go, FAR)), 0.0)  # an unreachable target has no preference
+    return jnp.concatenate([q, jnp.eye(len(MOVES), dtype=jnp.float32)])  # the directions: 1 for their move
+
+
+class Scores(NamedTuple):
+    """One agent's (leading axes for many): log-likelihoods of its moves under each candidate."""
+
+    log_likelihood: jax.Array  # [E, C]: per episode, at the candidate's fitted beta
+    beta: jax.Array  # [C]: fitted rationality
+    steps: jax.Array  # [E]: moves scored per episode (those that left the agent's cell)
+    random_walk: jax.Array  # [E]: the log-likelihood of a random walk (beta 0)
+
+
+def score(env: GridEnv, cands: Candidates, params: EnvParams, levels: Level, actions: jax.Array,
+          active: jax.Array) -> Scores:
+    """Score one agent's episodes (jittable; vmap over agents). ``levels``, ``actions``, ``active``
+    are ``[T, E]``: the level each step started from, the move taken, and whether the step counts
+    (its episode had not ended; ``rollout.Trace.first_episode``)."""
+    start = jax.tree_util.tree_map(lambda x: x[0], levels)
+    pairs = jax.vmap(_pair_distances)(start.walls)  # walls never change within an episode
+
+    def per_step(level, action, pair, first):
+        q = _step_values(env, cands, pair, level, first, params)  # [C, 4]
+        logits = jnp.asarray(BETAS)[:, None, None] * q[None]  # [B, C, 4]
+        # moves are told apart by where they lead: two bumps that both stay put are one choice
+        dest = _destinations(env, level)
+        same = dest == dest[action]
+        log_p = jax.nn.logsumexp(jnp.where(same, logits, -jnp.inf), axis=-1) - jax.nn.logsumexp(logits, axis=-1)
+        return log_p, dest[action] != level.agent[0] * env.width + level.agent[1]
+
+    over_episodes = jax.vmap(per_step, (0, 0, 0, 0))
+
+    def add(carry, step):  # summed as it goes: memory does not grow with the episodes' length
+        total, steps = carry
+        level, action, counts = step
+        log_p, moved = over_episodes(level, action, pairs, start)
+        counts = counts & moved  # staying put (at a target, or against a wall) says nothing of where it goes
+        return (total + jnp.where(counts[:, None, None], log_p, 0.0), steps + counts), None
+
+    zeros = jnp.zeros((actions.shape[1], len(BETAS), len(cands.names)), jnp.float32)
+    (per_episode, steps), _ = jax.lax.scan(add, (zeros, jnp.zeros(actions.shape[1], jnp.int32)),
+                                           (levels, actions, active))  # [E, B, C], [E]
+    best = jnp.argmax(per_episode.sum(0), axis=0)  # [C]
+    chosen = jnp.take_along_axis(per_episode, best[None, None, :], axis=1)[:, 0]  # [E, C]
+    return Scores(chosen, jnp.asarray(BETAS)[best], steps, per_episode[:, 0, 0])
+
+
+class Verdict(NamedTuple):
+    best: str  # the candidate that explains the agent best, or "unexplained"
+    runner_up: str
+    gain_over_random: float  # nats a step, the best candidate's over a random walk
+    margin_over_runner_up: tuple[float, float, float]  # nats a step: mean and 95% interval over episodes
+    margin_over_true: tuple[float, float, float]  # the same against the true goal
+
+
+def verdict(cands: Candidates, scores: Scores, true_goal: str) -> Verdict:
+    """Read one agent's scores (numpy leaves)."""
+    ll = np.asarray(scores.log_likelihood, np.float64)
+    steps = np.maximum(np.asarray(scores.steps, np.float64), 1)
+    total = ll.sum(0) / steps.sum()
+    order = np.argsort(-total, kind="stable")
+    best, second = int(order[0]), int(order[1])
+    gain = float(total[best] - np.sum(scores.random_walk) / steps.sum())
+
+    def margin(other):
+        per_step = (ll[:, best] - ll[:, other]) / steps
+        mean, sd = per_step.mean(), per_step.std(ddof=1) if len(per_step) > 1 else 0.0
+        half = 1.96 * sd / np.sqrt(len(per_step))
+        return float(mean), float(mean - half), float(mean + half)
+
+    true = cands.names.index(f"goal:{true_goal}")
+    return Verdict(cands.names[best] if gain >= UNEXPLAINED_MARGIN else "unexplained", cands.names[second], gain,
+                   margin(second), margin(true))

@@ -1,0 +1,90 @@
+"""Discovery: moves valued by hand, oracles recovered exactly with the proxies hidden, and the
+command on a sweep."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gridsim
+from gridsim import discover, oracles
+from gridsim.layouts import open_room
+from gridsim.rollout import Policy, evaluate
+
+UP, RIGHT, DOWN, LEFT = range(4)
+
+
+def test_a_move_is_valued_by_the_steps_it_leaves_to_the_target():
+    """5x7 open room, agent on (2, 1), coin on (2, 4); distances counted by hand. Left bumps the
+    border and stays."""
+    env, params = gridsim.make("coin-at-end", height=5, width=7)
+    cands = discover.candidates(env, params)
+    level = env.make_level(open_room(5, 7), (2, 1), [(2, 4)], [True])
+    pairs = discover._pair_distances(level.walls)
+    q = np.asarray(discover._step_values(env, cands, pairs, level, level, params))
+    row = lambda name: q[cands.names.index(name)].tolist()
+    assert row("goal:coin") == [-5, -3, -5, -4]  # up, right, down, left: 4, 2, 4, 3 steps left
+    assert row("kind:coin") == row("goal:coin")
+    assert row("edge:right") == [-5, -4, -5, -5]  # column 5: 4, 3, 4, 4 steps left
+    assert row("start") == [-2, -2, -2, -1]  # staying put is already there
+    assert row("move:down") == [0, 0, 1, 0]
+
+
+def _verdicts(name, goals, episodes=48, **options):
+    """What discovery says of each named goal's oracle, and of a random walk (proxies hidden)."""
+    env, params = gridsim.make(name, **options)
+    test = params.test()
+    cands = discover.candidates(env, params)
+    max_steps = int(params.max_steps_in_episode)
+
+    def scored(goal):  # goal -1: a random walk; one program for all
+        oracle = oracles.indexed_policy(env, jnp.maximum(goal, 0)).act
+
+        def act(key, obs, state, p, carry, first):
+            move, carry = oracle(key, obs, state, p, carry, first)
+            return jnp.where(goal < 0, jax.random.randint(key, (), 0, 4), move), carry
+
+        result, trace = evaluate(env, test, Policy(act), jax.random.key(1), episodes, max_steps, trace=True)
+        active = trace.first_episode & result.distinguishing[None]
+        return discover.score(env, cands, test, trace.state.level, trace.action, active)
+
+    indices = jnp.array([env.goal_names.index(g) for g in goals] + [-1])
+    scores = jax.device_get(jax.jit(jax.vmap(scored))(indices))
+    pick = lambda i: jax.tree_util.tree_map(lambda x: x[i], scores)
+    return cands, [discover.verdict(cands, pick(i), env.true_goal) for i in range(len(indices))]
+
+
+def test_coin_oracles_are_recovered_exactly():
+    cands, (coin, end, walk) = _verdicts("coin-at-end", ["coin", "end"], height=5, width=7)
+    assert "goal:end" not in cands.names  # the proxy is not told
+    assert coin.best == "goal:coin" and end.best == "edge:right" and walk.best == "unexplained"
+    assert end.margin_over_true[1] > 0  # its lead over the true goal is clear of chance
+
+
+@pytest.mark.parametrize("name, proxy, expected, options", [
+    ("cheese-in-corner", "corner", "corner:top-left:1x1", dict(height=7, width=7)),
+    ("keys-and-chests", "hoarded_key", "kind:key", dict(height=7, width=7)),
+])
+def test_a_proxy_oracle_is_named_without_being_told(name, proxy, expected, options):
+    env, _ = gridsim.make(name, **options)
+    _, (true, proxy_oracle, _) = _verdicts(name, [env.true_goal, proxy], **options)
+    assert true.best == f"goal:{env.true_goal}" and proxy_oracle.best == expected
+
+
+def test_cli_discover_writes_a_row_per_agent_and_plot_draws_it(finished, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    from experiments.cli import main
+
+    run = shutil.copytree(finished, tmp_path / "run")  # the shared sweep stays as it was
+    assert main(["discover", str(run), "--episodes", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha=0 (4 agents):" in out and "discover.parquet" in out
+    table = pd.read_parquet(run / "discover.parquet")
+    assert len(table) == 12 and set(table.seed) == {0, 1, 2, 3} and set(table.point) == {0, 1, 2}
+    assert main(["plot", str(run), "--out", str(tmp_path / "figures")]) == 0
+    assert (tmp_path / "figures" / "discover.png").exists()
