@@ -35,8 +35,14 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n`` with ``--dist loadgroup`` (the Makefile's), every test that reads the
     session's finished sweep runs in one worker, which computes it once instead of once per worker,
-    and so do the tests parametrised by one environment."""
+    and so do the tests parametrised by one environment, and the tests of a module that share
+    compiled programs (PPO) or rollouts (the properties) through in-process caches."""
+    # modules whose tests share compiled programs or rollouts through in-process caches
+    shared = {"test_ppo.py": "ppo", "test_properties.py": "properties"}
     for item in items:
+        if item.path.name in shared and "env_name" not in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(shared[item.path.name]))
+            continue
         if "finished" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("finished_sweep"))
             continue
