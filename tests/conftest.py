@@ -25,20 +25,20 @@ def pytest_configure(config):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gridsim-test-jax-cache-")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n`` with ``--dist loadgroup`` (the Makefile's), every test that reads the
     session's finished sweep runs in one worker, which computes it once instead of once per worker,
-    and so do the tests parametrised by one environment, and the tests of a module that share
-    compiled programs (PPO) or rollouts (the properties) through in-process caches."""
-    # modules whose tests share compiled programs or rollouts through in-process caches
-    shared = {"test_ppo.py": "ppo", "test_properties.py": "properties"}
+    and so do the tests parametrised by one environment, and the property tests, which share
+    their rollouts through an in-process cache."""
+    # modules whose tests share results through in-process caches
+    shared = {"test_properties.py": "properties"}
     for item in items:
         if item.path.name in shared and "env_name" not in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group(shared[item.path.name]))
