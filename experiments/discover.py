@@ -89,15 +89,25 @@ _COLUMNS = {"point", "seed", "best", "runner_up", "gain_over_random", "margin_ov
             "scored_steps"}
 
 
-def draw(ax, table) -> None:
-    """Stacked shares of each best candidate per sweep point."""
+def draw(ax, table, others_after: int = 9) -> None:
+    """Stacked shares of each best candidate per sweep point: the most common candidates in their own
+    colours, the rest as "other", "unexplained" in grey."""
+    import matplotlib
+
     frame = table.to_pandas() if isinstance(table, pa.Table) else table
-    shares = frame.groupby("point").best.value_counts(normalize=True).unstack(fill_value=0.0)
+    common = [n for n in frame.best.value_counts().index if n != "unexplained"][:others_after]
+    label = frame.best.where(frame.best.isin(common + ["unexplained"]), "other")
+    shares = label.groupby(frame.point).value_counts(normalize=True).unstack(fill_value=0.0)
+    order = [n for n in common + ["other", "unexplained"] if n in shares.columns]
+    palette = matplotlib.colormaps["tab10"]
+    colours = {n: palette(i) for i, n in enumerate(common)} | {"other": "#bbbbbb", "unexplained": "#555555"}
     bottom = np.zeros(len(shares))
-    for name in shares.columns:
-        ax.bar(np.arange(len(shares)), shares[name], bottom=bottom, label=name)
+    for name in order:
+        ax.bar(np.arange(len(shares)), shares[name], bottom=bottom, label=name, color=colours[name])
         bottom += shares[name].to_numpy()
-    ax.set_xticks(np.arange(len(shares)), [str(p) for p in shares.index])
-    ax.set_xlabel("sweep point")
+    swept = [c for c in frame.columns if c not in _COLUMNS]
+    ticks = [", ".join(f"{frame.loc[frame.point == p, c].iloc[0]:g}" for c in swept) or str(p) for p in shares.index]
+    ax.set_xticks(np.arange(len(shares)), ticks)
+    ax.set_xlabel(", ".join(swept) or "sweep point")
     ax.set_ylabel("share of agents best explained")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
