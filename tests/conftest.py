@@ -51,6 +51,10 @@ def pytest_collection_modifyitems(config, items):
         name = params.get("name", params.get("env_name"))
         if isinstance(name, str) and (name in REGISTERED or name == PLUGIN):
             item.add_marker(pytest.mark.xdist_group(f"env-{name}"))
+    # the longest runs first (the finished sweep's group, the subprocesses, PPO), so that the short
+    # tests fill in the end and neither worker finishes long after the other
+    first = ("test_ray.py", "test_sweep.py", "test_store.py", "test_ppo.py", "test_discover.py")
+    items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))
 
 
 REGISTERED = tuple(sorted(gridsim.registered()))  # the built-ins (before any test loads a plug-in file)

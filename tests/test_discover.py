@@ -81,7 +81,7 @@ def test_cli_discover_writes_a_row_per_agent_and_plot_draws_it(finished, tmp_pat
     from experiments.cli import main
 
     run = shutil.copytree(finished, tmp_path / "run")  # the shared sweep stays as it was
-    assert main(["discover", str(run), "--episodes", "16"]) == 0
+    assert main(["discover", str(run), "--episodes", "8"]) == 0
     out = capsys.readouterr().out
     assert "alpha=0 (4 agents):" in out and "discover.parquet" in out
     table = pd.read_parquet(run / "discover.parquet")

@@ -1,0 +1,61 @@
+"""Wall time of ``gridsim discover`` on a finished sweep: every agent's test episodes traced and scored.
+
+    python benchmarks/discover_throughput.py runs/coin_alpha            # after `make demo`
+    python benchmarks/discover_throughput.py runs/coin_alpha --episodes 256 --repeats 3
+
+The first run includes compilation (one program per sweep, reused by every point); the others load
+nothing new. Reports agents, episodes and scored moves per second, the median over repeats after
+the first, and the device. Writes ``benchmarks/results/discover_throughput-<platform>-<time>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from env_throughput import device_info  # noqa: E402
+
+from experiments import discover  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", help="a finished sweep directory")
+    parser.add_argument("--episodes", type=int, default=256, help="test episodes per agent (default 256)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs, the first with compilation (default 3)")
+    args = parser.parse_args(argv)
+    info = device_info()
+    seconds, table = [], None
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        table = discover.run(args.directory, args.episodes)
+        seconds.append(time.perf_counter() - started)
+    agents = table.num_rows
+    warm = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    moves = int(sum(table.column("scored_steps").to_pylist()))
+    result = {"directory": str(args.directory), "agents": agents, "episodes_per_agent": args.episodes,
+              "first_s": seconds[0], "warm_median_s": warm, "agent_episodes_per_s": agents * args.episodes / warm,
+              "scored_moves": moves, "device": info}
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = ROOT / "benchmarks" / "results" / f"discover_throughput-{info['platform']}-{stamp}"
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    lines = [f"Device: {info['devices']} {info['cpu_model']}, jax {info['jax']}", "",
+             "| sweep | agents | episodes each | first run s (compiles) | warm s (median) | agent-episodes/s |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| {args.directory} | {agents} | {args.episodes} | {seconds[0]:.1f} | {warm:.1f} | "
+             f"{result['agent_episodes_per_s']:,.0f} |"]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}.json and .md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
