@@ -27,7 +27,7 @@ import numpy as np
 
 from gridsim.core import ACTION_NAMES, MOVES, EnvParams, GridEnv, Level
 from gridsim.layouts import distances
-from gridsim.oracles import UNREACHABLE, step_cost
+from gridsim.oracles import UNREACHABLE, move_targets, step_cost
 
 BETAS = np.array([0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0], np.float32)  # rationality grid
 UNEXPLAINED_MARGIN = 0.1  # nats a step the best candidate must beat a random walk by
@@ -127,14 +127,14 @@ def _targets(env: GridEnv, cands: Candidates, level: Level, start: Level, params
 
 def _destinations(env: GridEnv, level: Level) -> jax.Array:
     """``int32[4]``: the flat cell each move leads to (a bump stays put)."""
-    dest = jnp.clip(level.agent + jnp.asarray(MOVES), 0, jnp.array([env.height - 1, env.width - 1]))
-    dest = jnp.where(level.walls[dest[:, 0], dest[:, 1]][:, None], level.agent, dest)
+    cells, blocked = move_targets(env, level)
+    dest = jnp.where(blocked[:, None], level.agent, cells)
     return dest[:, 0] * env.width + dest[:, 1]
 
 
-def _step_values(env: GridEnv, cands: Candidates, pairs, level: Level, start: Level, params) -> jax.Array:
-    """``float32[C, 4]``: each candidate's value of each move on this step."""
-    flat = _destinations(env, level)
+def _step_values(env: GridEnv, cands: Candidates, pairs, level: Level, start: Level, params, flat) -> jax.Array:
+    """``float32[C, 4]``: each candidate's value of each move on this step, the moves leading to the
+    flat cells ``flat`` (``_destinations``)."""
     targets = _targets(env, cands, level, start, params)  # [C, N]
     to_go = jnp.min(pairs[flat][None] + targets[:, None, :], axis=-1)  # [C, 4]
     reachable = jnp.min(to_go, axis=-1, keepdims=True) < FAR
@@ -160,10 +160,10 @@ def score(env: GridEnv, cands: Candidates, params: EnvParams, levels: Level, act
     pairs = jax.vmap(_pair_distances)(start.walls)  # walls never change within an episode
 
     def per_step(level, action, pair, first):
-        q = _step_values(env, cands, pair, level, first, params)  # [C, 4]
+        dest = _destinations(env, level)
+        q = _step_values(env, cands, pair, level, first, params, dest)  # [C, 4]
         logits = jnp.asarray(BETAS)[:, None, None] * q[None]  # [B, C, 4]
         # moves are told apart by where they lead: two bumps that both stay put are one choice
-        dest = _destinations(env, level)
         same = dest == dest[action]
         log_p = jax.nn.logsumexp(jnp.where(same, logits, -jnp.inf), axis=-1) - jax.nn.logsumexp(logits, axis=-1)
         return log_p, dest[action] != level.agent[0] * env.width + level.agent[1]

@@ -78,6 +78,13 @@ def target_costs(env: GridEnv, level: Level, params: EnvParams) -> jax.Array:
     return jnp.stack(costs).astype(jnp.int32)
 
 
+def move_targets(env: GridEnv, level: Level) -> tuple[jax.Array, jax.Array]:
+    """``(cells, blocked)``: ``int32[4, 2]``, the cell each move (``MOVES`` order) heads for, and
+    ``bool[4]``, whether a wall there leaves the agent where it is."""
+    cells = jnp.clip(level.agent + jnp.asarray(MOVES), 0, jnp.array([env.height - 1, env.width - 1]))
+    return cells, level.walls[cells[:, 0], cells[:, 1]]
+
+
 def plan(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(action, reachable)``: the move of goal ``goal``'s oracle (an index into ``env.goal_names``,
     may be traced), and whether its goal can still be reached. With nothing left to reach, the
@@ -96,8 +103,7 @@ def plan(env: GridEnv, level: Level, params: EnvParams, goal: jax.Array) -> tupl
         walls = level.walls
         cost = cost_to_go(walls, costs[goal], seek)
     unit = step_cost(walls)
-    dest = jnp.clip(level.agent + jnp.asarray(MOVES), 0, jnp.array([env.height - 1, env.width - 1]))
-    blocked = level.walls[dest[:, 0], dest[:, 1]]  # the move leaves the agent where it is
+    dest, blocked = move_targets(env, level)
     avoided = walls[dest[:, 0], dest[:, 1]] & ~blocked
     enter = unit - seek[dest[:, 0], dest[:, 1]]
     here = cost[level.agent[0], level.agent[1]]

@@ -23,7 +23,7 @@ def test_a_move_is_valued_by_the_steps_it_leaves_to_the_target():
     cands = discover.candidates(env, params)
     level = env.make_level(open_room(5, 7), (2, 1), [(2, 4)], [True])
     pairs = discover._pair_distances(level.walls)
-    q = np.asarray(discover._step_values(env, cands, pairs, level, level, params))
+    q = np.asarray(discover._step_values(env, cands, pairs, level, level, params, discover._destinations(env, level)))
     row = lambda name: q[cands.names.index(name)].tolist()
     assert row("goal:coin") == [-5, -3, -5, -4]  # up, right, down, left: 4, 2, 4, 3 steps left
     assert row("kind:coin") == row("goal:coin")
