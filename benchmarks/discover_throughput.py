@@ -31,6 +31,7 @@ def main(argv=None) -> None:
     parser.add_argument("directory", help="a finished sweep directory")
     parser.add_argument("--episodes", type=int, default=256, help="test episodes per agent (default 256)")
     parser.add_argument("--repeats", type=int, default=3, help="runs, the first with compilation (default 3)")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     info = device_info()
     seconds, table = [], None
@@ -45,7 +46,8 @@ def main(argv=None) -> None:
               "first_s": seconds[0], "warm_median_s": warm, "agent_episodes_per_s": agents * args.episodes / warm,
               "scored_moves": moves, "device": info}
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "benchmarks" / "results" / f"discover_throughput-{info['platform']}-{stamp}"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"discover_throughput-{info['platform']}-{stamp}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [f"Device: {info['devices']} {info['cpu_model']}, jax {info['jax']}", "",
              "| sweep | agents | episodes each | first run s (compiles) | warm s (median) | agent-episodes/s |",
@@ -54,6 +56,7 @@ def main(argv=None) -> None:
              f"{result['agent_episodes_per_s']:,.0f} |"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    print(discover.format_shares(table))
     print(f"wrote {out}.json and .md", file=sys.stderr)
 
 

@@ -193,8 +193,14 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_discover(args) -> int:
-    from experiments.discover import RESULTS, format_shares, run
+    from experiments.discover import RESULTS, agent_figure, format_shares, run
 
+    if args.agent is not None:
+        point, seed = args.agent
+        path = agent_figure(args.directory, point, seed, args.episodes, args.seed,
+                            declared_proxies=args.declared_proxies)
+        print(f"wrote {path}")
+        return 0
     table = run(args.directory, args.episodes, args.seed, args.declared_proxies)
     print(format_shares(table))
     print(f"wrote {Path(args.directory) / RESULTS}")
@@ -287,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--seed", type=_seed, default=0)
     discover.add_argument("--declared-proxies", action="store_true",
                           help="also score the environment's declared proxies (default: only the true goal)")
+    discover.add_argument("--agent", type=int, nargs=2, metavar=("POINT", "SEED"),
+                          help="instead, draw one agent's test episodes beside its best candidate's target")
     discover.set_defaults(run=cmd_discover)
     return parser
 

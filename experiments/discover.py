@@ -33,7 +33,7 @@ def _compiled(trainer, shape: discover.Candidates, episodes: int, max_steps: int
 
     def one_agent(network, params, key, geometry):
         result, trace = ppo.evaluate(trainer, network, params, key, episodes, max_steps, greedy=True, trace=True)
-        active = trace.first_episode & result.distinguishing[None]
+        active = discover.scored_steps(env, trace.first_episode, result.distinguishing)
         cands = shape._replace(geometry=geometry)
         return discover.score(env, cands, params, trace.state.level, trace.action, active)
 
@@ -64,6 +64,7 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
                          "margin_over_true": verdict.margin_over_true[0],
                          "margin_over_true_low": verdict.margin_over_true[1],
                          "margin_over_true_high": verdict.margin_over_true[2],
+                         "ends_at_best": verdict.ends_at_best, "ends_at_true": verdict.ends_at_true,
                          "scored_steps": int(np.sum(one.steps))})
     table = pa.Table.from_pylist(rows)
     pq.write_table(table, directory / RESULTS)
@@ -71,7 +72,8 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
 
 
 def format_shares(table: pa.Table) -> str:
-    """Per sweep point, the share of agents each candidate explains best, most common first."""
+    """Per sweep point, the share of agents each candidate explains best, most common first, and the
+    share of those agents' scored episodes that ended on its target."""
     frame = table.to_pandas()
     lines = []
     for point, group in frame.groupby("point"):
@@ -80,13 +82,15 @@ def format_shares(table: pa.Table) -> str:
         lines.append(f"{settings} ({len(group)} agents):")
         for best, count in group.best.value_counts().items():
             low, high = wilson_interval(count, len(group))
-            lines.append(f"  {best:32s} {count / len(group):6.1%} [{float(low):5.1%}, {float(high):5.1%}]")
+            ends = group.ends_at_best[group.best == best].mean()
+            lines.append(f"  {best:32s} {count / len(group):6.1%} [{float(low):5.1%}, {float(high):5.1%}]"
+                         + (f"   episodes ending on it {ends:4.0%}" if best != "unexplained" else ""))
     return "\n".join(lines)
 
 
 _COLUMNS = {"point", "seed", "best", "runner_up", "gain_over_random", "margin_over_runner_up",
             "margin_over_runner_up_low", "margin_over_true", "margin_over_true_low", "margin_over_true_high",
-            "scored_steps"}
+            "ends_at_best", "ends_at_true", "scored_steps"}
 
 
 def draw(ax, table, others_after: int = 9) -> None:
@@ -111,3 +115,62 @@ def draw(ax, table, others_after: int = 9) -> None:
     ax.set_xlabel(", ".join(swept) or "sweep point")
     ax.set_ylabel("share of agents best explained")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def agent_figure(directory, point: int, seed: int, episodes: int = 256, key_seed: int = 0, count: int = 4,
+                 declared_proxies: bool = False, out_dir=None) -> Path:
+    """One agent beside what discovery says it goes for: where it went on its scored test episodes
+    (a visitation map), then ``count`` of those episodes, each its path on the level with the best
+    candidate's target outlined (and the true goal's, dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.inspect import agent_episodes, draw_heatmap, load_agent
+    from gridsim.render import rgb
+
+    agent = load_agent(directory, point, seed)
+    env, test = agent.env, agent.test_params
+    played = agent_episodes(agent, episodes, key_seed)
+    cands = discover.candidates(env, agent.train_params, jax.random.key(key_seed), declared_proxies=declared_proxies)
+    levels = jax.tree_util.tree_map(lambda x: x[:-1], played.levels)  # the level each step started from
+    active = discover.scored_steps(env, played.active[1:], played.distinguishing)
+    scores = jax.device_get(jax.jit(functools.partial(discover.score, env, cands))(test, levels, played.actions,
+                                                                                   active))
+    verdict = discover.verdict(cands, scores, env.true_goal)
+    shown = np.flatnonzero(scores.end_cell >= 0)[:count]
+
+    def region(name, level):  # bool[H, W]: a candidate's target cells on a level (none for a direction)
+        index = cands.names.index(name)
+        if name.startswith("move:"):
+            return np.zeros((env.height, env.width), bool)
+        targets = discover._targets(env, cands, level, level, test)
+        return np.asarray(targets[index] == 0).reshape(env.height, env.width)
+
+    fig, axes = plt.subplots(1, 1 + len(shown), figsize=(2.6 * (1 + len(shown)), 3.0), squeeze=False)
+    draw_heatmap(axes[0, 0], env, played, f"{agent.label}: visits")
+    cell = 16
+    for ax, e in zip(axes[0, 1:], shown):
+        start = jax.tree_util.tree_map(lambda x, e=e: x[0, e], levels)
+        ax.imshow(rgb(env, start, cell))
+        steps = int(played.active[:, e].sum())
+        path = played.levels.agent[:steps, e] * cell + (cell - 1) / 2
+        ax.plot(path[:, 1], path[:, 0], color="black", lw=1.2, alpha=0.8)
+        ax.plot(path[-1, 1], path[-1, 0], "kx", ms=7)
+        for name, style in ((verdict.best, "-"), (f"goal:{env.true_goal}", "--")):
+            if name == "unexplained":
+                continue
+            for r, c in zip(*np.nonzero(region(name, start))):
+                ax.add_patch(plt.Rectangle((c * cell - 0.5, r * cell - 0.5), cell, cell, fill=False, lw=1.5,
+                                           ls=style, ec="crimson" if style == "-" else "royalblue"))
+        ax.set_title(f"episode {e}", fontsize=7)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"{env.name}, {agent.label}: best explained by {verdict.best} (red; true goal dashed blue), "
+                 f"{verdict.gain_over_random:.2f} nats/move over a random walk; "
+                 f"{verdict.ends_at_best:.0%} of episodes end on it", fontsize=8)
+    path = Store(directory).figures(out_dir) / f"discover-p{point:04d}-s{seed:04d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -18,6 +18,7 @@ from experiments import spec as sweep_spec
 from experiments.runner import batch_params, runner_for, seed_keys
 from experiments.store import MANIFEST, Store
 from experiments.train import level_seed
+from gridsim.oracles import telling
 
 
 class Episodes(NamedTuple):
@@ -25,6 +26,7 @@ class Episodes(NamedTuple):
 
     levels: object  # Level with leaves [T + 1, episodes, ...]: the level as drawn at each step
     active: np.ndarray  # [T + 1, episodes]: the step belongs to the first episode
+    actions: np.ndarray  # [T, episodes]: the move taken from each step's level
     outcome: np.ndarray  # [episodes]
     distinguishing: np.ndarray  # [episodes]
 
@@ -36,7 +38,8 @@ def play(trainer, network, params, key, episodes: int, max_steps: int) -> Episod
     after = trace.info["final_state"].level
     levels = jax.tree_util.tree_map(lambda b, a: np.concatenate([b[:1], a]), trace.state.level, after)
     active = np.concatenate([np.ones((1, episodes), bool), trace.first_episode])
-    return Episodes(levels, active, np.asarray(result.outcome), np.asarray(result.distinguishing))
+    return Episodes(levels, active, np.asarray(trace.action), np.asarray(result.outcome),
+                    np.asarray(result.distinguishing))
 
 
 @functools.lru_cache(maxsize=8)
@@ -46,8 +49,9 @@ def _compiled_trace(trainer, episodes: int, max_steps: int):
 
 
 def visitation(env, episodes: Episodes, distinguishing_only: bool = True) -> np.ndarray:
-    """``[H, W]`` fraction of steps spent in each cell, over the (distinguishing) episodes."""
-    keep = episodes.active & (episodes.distinguishing if distinguishing_only else True)
+    """``[H, W]`` fraction of steps spent in each cell, over the (distinguishing) episodes; over all
+    of them where the environment declares no proxy (no level is distinguishing then)."""
+    keep = episodes.active & (telling(env, episodes.distinguishing) if distinguishing_only else True)
     rows, cols = episodes.levels.agent[..., 0][keep], episodes.levels.agent[..., 1][keep]
     counts = np.zeros((env.height, env.width))
     np.add.at(counts, (rows, cols), 1)
@@ -91,7 +95,7 @@ def draw_heatmap(ax, env, episodes: Episodes, title: str) -> None:
     walls = np.asarray(episodes.levels.walls[0]).all(axis=0)  # walls of every level: mazes leave the border
     image = ax.imshow(np.ma.masked_where(walls, heat), cmap="YlOrRd", vmin=0, vmax=max(heat.max(), 1e-9))
     ax.imshow(np.where(walls[..., None], np.array([[[0.25, 0.25, 0.3, 1.0]]]), 0.0))
-    counts = np.bincount(episodes.outcome[episodes.distinguishing], minlength=len(env.outcome_names))
+    counts = np.bincount(episodes.outcome[telling(env, episodes.distinguishing)], minlength=len(env.outcome_names))
     shares = ", ".join(f"{n} {c / max(counts.sum(), 1):.0%}" for n, c in zip(env.outcome_names, counts) if c)
     ax.set_title(f"{title}\n{shares}", fontsize=7)
     ax.set_xticks([]), ax.set_yticks([])
@@ -120,7 +124,7 @@ def episodes_gif(agent: Agent, episodes: Episodes, path, count: int = 4, cell: i
 
     from gridsim.render import rgb
 
-    chosen = np.flatnonzero(episodes.distinguishing)[:count]
+    chosen = np.flatnonzero(telling(agent.env, episodes.distinguishing))[:count]
     if chosen.size == 0:
         chosen = np.arange(min(count, len(episodes.distinguishing)))
     lengths = episodes.active[:, chosen].sum(axis=0)

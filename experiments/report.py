@@ -26,6 +26,12 @@ def measure_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("measure_") and not c.endswith("_ci")]
 
 
+def _declares_proxies(table: pd.DataFrame) -> bool:
+    """Whether the environment named proxies: its outcome columns (when the table has them) say so."""
+    outcomes = outcome_columns(table)
+    return not outcomes or any(c.startswith("test_proxy") for c in outcomes)
+
+
 def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     """One row per sweep point. Rates are over capable (converged) seeds only: an agent
     that fails its own training distribution is a capability failure, not a misgeneralization.
@@ -48,6 +54,7 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
                 "num_levels": int(group.num_levels.iloc[0]),
                 "test_episodes": int(group.test_episodes.median()),
                 "distinguishing_episodes": float(group.distinguishing_episodes.median()),
+                "declares_proxies": _declares_proxies(table),
                 "train_success": group.train_success.mean(),
                 "misgeneralization": rated.mean() if len(rated) else np.nan,
                 "misgeneralization_ci": mean_rate_interval(rated),
@@ -70,6 +77,7 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
               "seeds misgen. [95% CI]", "cap. fail"]
     lines = ["  ".join(f"{h:>12}" if 0 < i <= len(swept) else h for i, h in enumerate(header))]
     notes = []
+    proxies = bool(summary.declares_proxies.all())
     for _, r in summary.iterrows():
         lo, hi = r.misgeneralization_ci
         flo, fhi = r.seeds_misgeneralizing_ci
@@ -83,9 +91,12 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
             f"{_pct(r.capability_failure):>8}",
         ]
         lines.append("  ".join(cells))
-        if r.unrated:
+        if r.unrated and proxies:
             notes.append(f"point {r.point}: {r.unrated} of {r.capable} capable seeds had no distinguishing test "
                          "episode (no rate; left out of the mean and intervals)")
+    if not proxies:
+        notes.append("the environment declares no proxy, so no level is distinguishing and no rate is given: "
+                     "`gridsim discover DIR` names what the agents go for")
     for column in measure_columns(summary):
         cells = []
         for _, r in summary.iterrows():

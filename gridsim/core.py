@@ -238,6 +238,7 @@ class GridEnv:
     uses_inventory: bool = False
     mobile_kinds: tuple[str, ...] = ()  # object kinds that ``interact`` may move (one cell a step at most)
     regrowing_kinds: tuple[str, ...] = ()  # object kinds whose consumed slots may come back, on any free cell
+    unseen_kinds: tuple[str, ...] = ()  # object kinds in the world but not in observations (a buried treasure)
     stochastic: bool = False  # ``interact`` draws from ``level.seed`` (e.g. monsters' moves)
     memory_size: int = 0  # length of ``level.memory``
     small_options: dict = {}  # options (static or params) of a small instance, quick to compile and run: the tests'
@@ -295,6 +296,11 @@ class GridEnv:
         if len(self.channel_names) > 32:  # each cell's channels are the bits of one uint32
             limit = 32 - (len(self.channel_names) - len(self.object_kinds))
             raise ValueError(f"{self.name}: {len(self.object_kinds)} object kinds; observations hold at most {limit}")
+        unknown = set(self.unseen_kinds) - set(self.object_kinds)
+        if unknown:
+            raise ValueError(f"unseen_kinds name unknown object kinds {sorted(unknown)}; kinds: {self.object_kinds}")
+        # what the agent sees: every channel of the world (``full_view``, drawn by ``render``) but the unseen kinds
+        self.observed_channels = tuple(c for c in self.channel_names if c not in self.unseen_kinds)
 
     # ---- declared by subclasses ------------------------------------------------
 
@@ -409,10 +415,10 @@ class GridEnv:
 
     def observation_space(self, params: EnvParams | None = None) -> Box:
         if self.observation == "full":
-            shape = (self.height, self.width, len(self.channel_names))
+            shape = (self.height, self.width, len(self.observed_channels))
         else:
             side = 2 * self.view_radius + 1
-            shape = (side, side, len(self.channel_names))
+            shape = (side, side, len(self.observed_channels))
         return Box(0, 1, shape, jnp.bool_)
 
     def make_level(self, walls, agent, obj_pos, obj_alive, inventory=0, horizon=MAX_EPISODE_STEPS, seed=0,
@@ -557,23 +563,25 @@ class GridEnv:
     # ---- observations --------------------------------------------------------
 
     def observe(self, level: Level) -> jax.Array:
+        """What the agent sees (``observed_channels``): the whole grid, or a square around the agent."""
         if self.observation == "full":
-            return self.full_view(level)
+            return self._planes(level, jnp.arange(self.height), jnp.arange(self.width), level.walls,
+                                self.observed_channels)
         r = self.view_radius
         rows = level.agent[0] + jnp.arange(-r, r + 1)
         cols = level.agent[1] + jnp.arange(-r, r + 1)
         padded = jnp.pad(level.walls, r, constant_values=True)
         walls = jax.lax.dynamic_slice(padded, (level.agent[0], level.agent[1]), (2 * r + 1, 2 * r + 1))
-        return self._planes(level, rows, cols, walls)
+        return self._planes(level, rows, cols, walls, self.observed_channels)
 
     def full_view(self, level: Level) -> jax.Array:
-        """``bool[H, W, C]`` one-hot channels of the whole grid (``channel_names``)."""
-        return self._planes(level, jnp.arange(self.height), jnp.arange(self.width), level.walls)
+        """``bool[H, W, C]`` one-hot channels of the whole world (``channel_names``, unseen kinds too)."""
+        return self._planes(level, jnp.arange(self.height), jnp.arange(self.width), level.walls, self.channel_names)
 
-    def _planes(self, level: Level, rows, cols, walls) -> jax.Array:
+    def _planes(self, level: Level, rows, cols, walls, channels) -> jax.Array:
         # each cell's channels as the bits of one integer, unpacked at the end; objects are scattered
         # in, one scatter per kind (2x faster on CPU than comparing every slot with every cell)
-        bits = jnp.uint8 if len(self.channel_names) <= 8 else jnp.uint32
+        bits = jnp.uint8 if len(channels) <= 8 else jnp.uint32
         agent = (rows[:, None] == level.agent[0]) & (cols[None, :] == level.agent[1])
         code = walls.astype(bits) | (agent.astype(bits) << 1)
         height, width = len(rows), len(cols)
@@ -581,13 +589,15 @@ class GridEnv:
         outside = (row < 0) | (row >= height) | (col < 0) | (col >= width)
         row = jnp.where(outside, height, row)  # out of bounds: dropped (a negative index would wrap)
         for kind in self.object_kinds:
+            if kind not in channels:
+                continue
             slots = np.flatnonzero(self.kind_slots[kind])
             plane = jnp.zeros((height, width), bool).at[row[slots], col[slots]].max(level.obj_alive[slots], mode="drop")
-            code = code | (plane.astype(bits) << self.channel_names.index(kind))
+            code = code | (plane.astype(bits) << channels.index(kind))
         if self.uses_inventory:
             hud = (jnp.arange(height)[:, None] == 0) & (jnp.arange(width)[None, :] < level.inventory)
-            code = code | (hud.astype(bits) << (len(self.channel_names) - 1))
-        return ((code[..., None] >> jnp.arange(len(self.channel_names), dtype=bits)) & 1).astype(bool)
+            code = code | (hud.astype(bits) << (len(channels) - 1))
+        return ((code[..., None] >> jnp.arange(len(channels), dtype=bits)) & 1).astype(bool)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, {self.height}x{self.width}, observation={self.observation!r})"

@@ -2,18 +2,20 @@
 geometry, each scored by how well a Boltzmann-rational pursuer of it explains the agent's moves.
 
 A candidate is a target on the level, as a goal is (``GridEnv.goal_targets``): the true goal (its
-reward is known; the declared proxies only on request), each object kind, the edges, corners, rows,
-columns and cells, the agent's start cell, the region where the true goal lay in training, plus
-"keep moving in direction d". On each step of an agent's episodes a candidate values a move by the
-steps it leaves to the target (``Q = -(1 + distance after the move)``, from breadth-first distances
-on the level; moves are deterministic), and a Boltzmann-rational pursuer picks a move with
-probability ``softmax(beta * Q)``. ``beta`` is fitted per candidate by maximum likelihood over a
-grid that includes 0, a random walk, so no candidate explains an agent worse than chance. The
-candidate whose fitted pursuer gives the agent's moves the highest likelihood is what the agent is
-going for; if none beats the random walk by ``UNEXPLAINED_MARGIN`` nats a step, it is unexplained.
-Moves are told apart by the cell they lead to: two moves into walls both leave the agent where it
-is, and choosing either is the one choice of staying put. Only steps that move the agent are scored:
-staying put, at a target or against a wall, says nothing of where it is going.
+reward is known; the declared proxies only on request), each object kind and the cells on each side
+of its objects (a landmark's), the edges, corners, rows, columns and cells, the agent's start cell,
+the region where the true goal lay in training, plus "keep moving in direction d". On each step of
+an agent's episodes a candidate values a move by the steps it leaves to the target (``Q = -(1 +
+distance after the move)``, from breadth-first distances on the level; moves are deterministic), and
+a Boltzmann-rational pursuer picks a move with probability ``softmax(beta * Q)``. ``beta`` is fitted
+per candidate by maximum likelihood over a grid that includes 0, a random walk, so no candidate
+explains an agent worse than chance. The candidate whose fitted pursuer gives the agent's moves the
+highest likelihood is what the agent is going for; if none beats the random walk by
+``UNEXPLAINED_MARGIN`` nats a step, it is unexplained. Moves are told apart by the cell they lead
+to: two moves into walls both leave the agent where it is, and choosing either is the one choice of
+staying put. Only steps that move the agent are scored: staying put, at a target or against a wall,
+says nothing of where it is going. A second, independent reading is where each episode ended: on
+which candidates' targets its last step landed.
 """
 
 from __future__ import annotations
@@ -27,11 +29,21 @@ import numpy as np
 
 from gridsim.core import ACTION_NAMES, MOVES, EnvParams, GridEnv, Level
 from gridsim.layouts import distances
-from gridsim.oracles import UNREACHABLE, move_targets, step_cost
+from gridsim.oracles import UNREACHABLE, move_targets, step_cost, telling
 
 BETAS = np.array([0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0], np.float32)  # rationality grid
 UNEXPLAINED_MARGIN = 0.1  # nats a step the best candidate must beat a random walk by
 FAR = 1e4  # the distance of a cell that is no target (any real path is shorter)
+
+SIDES = ("above", "below", "left-of", "right-of")  # the cell beside an object: a landmark's, say
+
+
+def beside(cells: jax.Array, side: str) -> jax.Array:
+    """``bool[H, W]``: the cells on ``side`` of the marked ``cells`` (none past the grid's edge)."""
+    none = jnp.zeros_like(cells)
+    return {"above": none.at[:-1].set(cells[1:]), "below": none.at[1:].set(cells[:-1]),
+            "left-of": none.at[:, :-1].set(cells[:, 1:]), "right-of": none.at[:, 1:].set(cells[:, :-1])}[side]
+
 
 CandidateFn = Callable[[Level, EnvParams], jax.Array]  # (level, params) -> bool[H, W]
 
@@ -86,7 +98,8 @@ def candidates(env: GridEnv, params: EnvParams, key=None, *, declared_proxies: b
             region(f"cell:{r},{c}", (rows == r) & (cols == c))
     goals = env.goal_names if declared_proxies else (env.true_goal,)
     extra = dict(extra or {})
-    target_names = ([f"goal:{g}" for g in goals] + [f"kind:{k}" for k in env.object_kinds] + [f"own:{n}" for n in extra]
+    target_names = ([f"goal:{g}" for g in goals] + [f"kind:{k}" for k in env.object_kinds]
+                    + [f"{side}:{k}" for k in env.object_kinds for side in SIDES] + [f"own:{n}" for n in extra]
                     + ["start"])
     return Candidates(
         names=tuple(target_names + names + [f"move:{a}" for a in ACTION_NAMES]),
@@ -116,7 +129,9 @@ def _targets(env: GridEnv, cands: Candidates, level: Level, start: Level, params
         t = declared[goal]
         rows.append(jnp.where(t, 0.0, FAR) if t.dtype == jnp.bool_ else
                     jnp.where(t >= UNREACHABLE, FAR, jnp.ceil(t / unit)))
-    rows += [jnp.where(env.cells_of(level, kind), 0.0, FAR) for kind in cands.kinds]
+    cells = [env.cells_of(level, kind) for kind in cands.kinds]
+    rows += [jnp.where(at, 0.0, FAR) for at in cells]
+    rows += [jnp.where(beside(at, side), 0.0, FAR) for at in cells for side in SIDES]
     rows += [jnp.where(fn(level, params), 0.0, FAR) for fn in cands.extra]
     first = jnp.zeros((h, w), bool).at[start.agent[0], start.agent[1]].set(True)
     rows.append(jnp.where(first, 0.0, FAR))
@@ -132,14 +147,20 @@ def _destinations(env: GridEnv, level: Level) -> jax.Array:
     return dest[:, 0] * env.width + dest[:, 1]
 
 
-def _step_values(env: GridEnv, cands: Candidates, pairs, level: Level, start: Level, params, flat) -> jax.Array:
-    """``float32[C, 4]``: each candidate's value of each move on this step, the moves leading to the
-    flat cells ``flat`` (``_destinations``)."""
-    targets = _targets(env, cands, level, start, params)  # [C, N]
+def _step_values(pairs: jax.Array, targets: jax.Array, flat: jax.Array) -> jax.Array:
+    """``float32[C, 4]``: each candidate's value of each move on this step: the target candidates'
+    from the steps left to their targets (``_targets``) once on the flat cells ``flat`` that the moves
+    lead to (``_destinations``), the four directions' 1 for their own move."""
     to_go = jnp.min(pairs[flat][None] + targets[:, None, :], axis=-1)  # [C, 4]
     reachable = jnp.min(to_go, axis=-1, keepdims=True) < FAR
     q = jnp.where(reachable, -(1.0 + jnp.minimum(to_go, FAR)), 0.0)  # an unreachable target has no preference
-    return jnp.concatenate([q, jnp.eye(len(MOVES), dtype=jnp.float32)])  # the directions: 1 for their move
+    return jnp.concatenate([q, jnp.eye(len(MOVES), dtype=jnp.float32)])
+
+
+def scored_steps(env: GridEnv, first_episode: jax.Array, distinguishing: jax.Array) -> jax.Array:
+    """``bool[T, E]``: the steps discovery scores: each test episode's first, on the levels that
+    tell goals apart (``oracles.telling``)."""
+    return first_episode & telling(env, distinguishing)[None]
 
 
 class Scores(NamedTuple):
@@ -149,40 +170,48 @@ class Scores(NamedTuple):
     beta: jax.Array  # [C]: fitted rationality
     steps: jax.Array  # [E]: moves scored per episode (those that left the agent's cell)
     random_walk: jax.Array  # [E]: the log-likelihood of a random walk (beta 0)
+    ends_at: jax.Array  # bool[E, C]: the episode's last scored step landed on the candidate's target
+    end_cell: jax.Array  # int32[E]: the flat cell where the episode ended, -1 if no step was scored
 
 
 def score(env: GridEnv, cands: Candidates, params: EnvParams, levels: Level, actions: jax.Array,
           active: jax.Array) -> Scores:
     """Score one agent's episodes (jittable; vmap over agents). ``levels``, ``actions``, ``active``
     are ``[T, E]``: the level each step started from, the move taken, and whether the step counts
-    (its episode had not ended; ``rollout.Trace.first_episode``)."""
+    (``scored_steps``)."""
     start = jax.tree_util.tree_map(lambda x: x[0], levels)
     pairs = jax.vmap(_pair_distances)(start.walls)  # walls never change within an episode
+    directions = jnp.zeros(len(MOVES), bool)
 
     def per_step(level, action, pair, first):
         dest = _destinations(env, level)
-        q = _step_values(env, cands, pair, level, first, params, dest)  # [C, 4]
+        targets = _targets(env, cands, level, first, params)  # [C - 4, N]
+        q = _step_values(pair, targets, dest)  # [C, 4]
         logits = jnp.asarray(BETAS)[:, None, None] * q[None]  # [B, C, 4]
         # moves are told apart by where they lead: two bumps that both stay put are one choice
         same = dest == dest[action]
         log_p = jax.nn.logsumexp(jnp.where(same, logits, -jnp.inf), axis=-1) - jax.nn.logsumexp(logits, axis=-1)
-        return log_p, dest[action] != level.agent[0] * env.width + level.agent[1]
+        on_target = jnp.concatenate([targets[:, dest[action]] == 0, directions])  # moves are deterministic
+        return log_p, dest[action] != level.agent[0] * env.width + level.agent[1], on_target, dest[action]
 
     over_episodes = jax.vmap(per_step, (0, 0, 0, 0))
 
     def add(carry, step):  # summed as it goes: memory does not grow with the episodes' length
-        total, steps = carry
+        total, steps, ends_at, end_cell = carry
         level, action, counts = step
-        log_p, moved = over_episodes(level, action, pairs, start)
+        log_p, moved, on_target, cell = over_episodes(level, action, pairs, start)
+        ends_at = jnp.where(counts[:, None], on_target, ends_at)  # the last counted step's, at the end
+        end_cell = jnp.where(counts, cell, end_cell)
         counts = counts & moved  # staying put (at a target, or against a wall) says nothing of where it goes
-        return (total + jnp.where(counts[:, None, None], log_p, 0.0), steps + counts), None
+        return (total + jnp.where(counts[:, None, None], log_p, 0.0), steps + counts, ends_at, end_cell), None
 
-    zeros = jnp.zeros((actions.shape[1], len(BETAS), len(cands.names)), jnp.float32)
-    (per_episode, steps), _ = jax.lax.scan(add, (zeros, jnp.zeros(actions.shape[1], jnp.int32)),
-                                           (levels, actions, active))  # [E, B, C], [E]
+    episodes, names = actions.shape[1], len(cands.names)
+    init = (jnp.zeros((episodes, len(BETAS), names), jnp.float32), jnp.zeros(episodes, jnp.int32),
+            jnp.zeros((episodes, names), bool), jnp.full(episodes, -1, jnp.int32))
+    (per_episode, steps, ends_at, end_cell), _ = jax.lax.scan(add, init, (levels, actions, active))
     best = jnp.argmax(per_episode.sum(0), axis=0)  # [C]
     chosen = jnp.take_along_axis(per_episode, best[None, None, :], axis=1)[:, 0]  # [E, C]
-    return Scores(chosen, jnp.asarray(BETAS)[best], steps, per_episode[:, 0, 0])
+    return Scores(chosen, jnp.asarray(BETAS)[best], steps, per_episode[:, 0, 0], ends_at, end_cell)
 
 
 class Verdict(NamedTuple):
@@ -191,6 +220,8 @@ class Verdict(NamedTuple):
     gain_over_random: float  # nats a step, the best candidate's over a random walk
     margin_over_runner_up: tuple[float, float, float]  # nats a step: mean and 95% interval over episodes
     margin_over_true: tuple[float, float, float]  # the same against the true goal
+    ends_at_best: float  # share of the scored episodes that ended on the best candidate's target
+    ends_at_true: float  # the same for the true goal
 
 
 def verdict(cands: Candidates, scores: Scores, true_goal: str) -> Verdict:
@@ -209,5 +240,7 @@ def verdict(cands: Candidates, scores: Scores, true_goal: str) -> Verdict:
         return float(mean), float(mean - half), float(mean + half)
 
     true = cands.names.index(f"goal:{true_goal}")
+    ended = np.asarray(scores.end_cell) >= 0
+    ends_at = np.asarray(scores.ends_at)[ended].mean(0) if ended.any() else np.full(len(cands.names), np.nan)
     return Verdict(cands.names[best] if gain >= UNEXPLAINED_MARGIN else "unexplained", cands.names[second], gain,
-                   margin(second), margin(true))
+                   margin(second), margin(true), float(ends_at[best]), float(ends_at[true]))

@@ -180,6 +180,13 @@ def distinguishing(env: GridEnv, oracle_outcome: jax.Array) -> jax.Array:
     return jnp.all(separated(env, oracle_outcome), axis=-1)
 
 
+def telling(env: GridEnv, distinguishing):
+    """The levels whose episodes show which goal an agent pursues: the distinguishing ones; every
+    level where the environment declares no proxy (nothing to tell apart: what an agent goes for
+    is then for ``gridsim.discover`` to find)."""
+    return distinguishing if env.proxies else distinguishing | True
+
+
 def label(env: GridEnv, params: EnvParams, levels: Level) -> tuple[jax.Array, jax.Array]:
     """``(distinguishing[N], oracle_outcome[N, G])`` for a batch of levels (jit it)."""
     oracle_outcome = jax.vmap(outcomes, (None, None, 0))(env, params, levels)

@@ -11,7 +11,7 @@ import gridsim
 from gridsim.testing import check_env
 
 
-@pytest.mark.parametrize("name", [*REGISTERED, PLUGIN])
+@pytest.mark.parametrize("name", [*REGISTERED, PLUGIN, "examples/buried_treasure.py:BuriedTreasure"])
 def test_every_environment_passes_the_conformance_check(name):
     env, params = env_for(name)
     check_env(env, params, oracle_levels=64)
