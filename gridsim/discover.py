@@ -14,7 +14,9 @@ highest likelihood is what the agent is going for; if none beats the random walk
 ``UNEXPLAINED_MARGIN`` nats a step, it is unexplained. Moves are told apart by the cell they lead
 to: two moves into walls both leave the agent where it is, and choosing either is the one choice of
 staying put. Only steps that move the agent are scored: staying put, at a target or against a wall,
-says nothing of where it is going. A second, independent reading is where each episode ended: on
+says nothing of where it is going; and each state once per episode (the agent's cell with the objects
+as they are): a greedy policy back in a state repeats its choice, and a loop at an episode's end
+would otherwise outweigh the way there. A second, independent reading is where each episode ended: on
 which candidates' targets its last step landed.
 """
 
@@ -168,7 +170,7 @@ class Scores(NamedTuple):
 
     log_likelihood: jax.Array  # [E, C]: per episode, at the candidate's fitted beta
     beta: jax.Array  # [C]: fitted rationality
-    steps: jax.Array  # [E]: moves scored per episode (those that left the agent's cell)
+    steps: jax.Array  # [E]: moves scored per episode (those that left the agent's cell, once per state)
     random_walk: jax.Array  # [E]: the log-likelihood of a random walk (beta 0)
     ends_at: jax.Array  # bool[E, C]: the episode's last scored step landed on the candidate's target
     end_cell: jax.Array  # int32[E]: the flat cell where the episode ended, -1 if no step was scored
@@ -197,18 +199,29 @@ def score(env: GridEnv, cands: Candidates, params: EnvParams, levels: Level, act
     over_episodes = jax.vmap(per_step, (0, 0, 0, 0))
 
     def add(carry, step):  # summed as it goes: memory does not grow with the episodes' length
-        total, steps, ends_at, end_cell = carry
+        total, steps, ends_at, end_cell, seen, before = carry
         level, action, counts = step
         log_p, moved, on_target, cell = over_episodes(level, action, pairs, start)
         ends_at = jnp.where(counts[:, None], on_target, ends_at)  # the last counted step's, at the end
         end_cell = jnp.where(counts, cell, end_cell)
-        counts = counts & moved  # staying put (at a target, or against a wall) says nothing of where it goes
-        return (total + jnp.where(counts[:, None, None], log_p, 0.0), steps + counts, ends_at, end_cell), None
+        # a deterministic policy back in a state it has been in repeats its choice: count each choice
+        # once, or a loop at the end of an episode outweighs the way there (the state: the agent's cell,
+        # and the objects, which reset what was seen when they change)
+        world = (level.obj_pos, level.obj_alive, level.inventory)
+        changed = jax.vmap(lambda a, b: jnp.any(jnp.stack([jnp.any(x != y) for x, y in zip(a, b)])))(world, before)
+        here = level.agent[:, 0] * env.width + level.agent[:, 1]
+        seen = jnp.where(changed[:, None], False, seen)
+        again = jnp.take_along_axis(seen, here[:, None], axis=1)[:, 0]
+        seen = seen | (jax.nn.one_hot(here, seen.shape[1], dtype=bool) & counts[:, None])
+        counts = counts & moved & ~again  # staying put (at a target, or against a wall) says nothing either
+        carry = (total + jnp.where(counts[:, None, None], log_p, 0.0), steps + counts, ends_at, end_cell, seen, world)
+        return carry, None
 
     episodes, names = actions.shape[1], len(cands.names)
     init = (jnp.zeros((episodes, len(BETAS), names), jnp.float32), jnp.zeros(episodes, jnp.int32),
-            jnp.zeros((episodes, names), bool), jnp.full(episodes, -1, jnp.int32))
-    (per_episode, steps, ends_at, end_cell), _ = jax.lax.scan(add, init, (levels, actions, active))
+            jnp.zeros((episodes, names), bool), jnp.full(episodes, -1, jnp.int32),
+            jnp.zeros((episodes, env.height * env.width), bool), (start.obj_pos, start.obj_alive, start.inventory))
+    (per_episode, steps, ends_at, end_cell, _, _), _ = jax.lax.scan(add, init, (levels, actions, active))
     best = jnp.argmax(per_episode.sum(0), axis=0)  # [C]
     chosen = jnp.take_along_axis(per_episode, best[None, None, :], axis=1)[:, 0]  # [E, C]
     return Scores(chosen, jnp.asarray(BETAS)[best], steps, per_episode[:, 0, 0], ends_at, end_cell)

@@ -34,6 +34,23 @@ def test_a_move_is_valued_by_the_steps_it_leaves_to_the_target():
     assert row("move:down") == [0, 0, 1, 0]
 
 
+def test_a_state_met_again_is_scored_once_until_the_objects_change():
+    """Two hand-built episodes pacing (2, 1) <-> (2, 2): five moves from four repeated states. With
+    the coin fixed, two states are new (2 moves scored); with the coin gone from step 2 on, the world
+    has changed, so (2, 1) and (2, 2) are new again there (4 moves scored)."""
+    env, params = gridsim.make("coin-at-end", height=5, width=7)
+    cands = discover.candidates(env, params)
+    cells, actions = [(2, 1), (2, 2), (2, 1), (2, 2), (2, 1)], [RIGHT, LEFT, RIGHT, LEFT, RIGHT]
+    stack = lambda levels: jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *levels)
+    episodes = [stack([env.make_level(open_room(5, 7), c, [(1, 5)], [t < coin_gone_at]) for t, c in enumerate(cells)])
+                for coin_gone_at in (len(cells), 2)]
+    levels = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs, axis=1), *episodes)  # [T, E]
+    moves = jnp.tile(jnp.array(actions)[:, None], (1, 2))
+    scores = discover.score(env, cands, params, levels, moves, jnp.ones((5, 2), bool))
+    assert np.asarray(scores.steps).tolist() == [2, 4]
+    assert np.asarray(scores.end_cell).tolist() == [2 * 7 + 2] * 2  # the last move, from (2, 1), ends on (2, 2)
+
+
 def _verdicts(name, goals, episodes=48, **options):
     """What discovery says of each named goal's oracle, and of a random walk (proxies hidden)."""
     env, params = gridsim.make(name, **options)
