@@ -253,6 +253,7 @@ class GridEnv:
         extra_events: Mapping[str, EventFn] | None = None,
         extra_targets: Mapping[str, TargetFn] | None = None,
         extra_measures: Mapping[str, MeasureFn] | None = None,
+        extra_candidates: Mapping[str, TargetFn] | None = None,
         proxies: tuple[str, ...] | None = None,
         reward_fn: RewardFn | None = None,
     ):
@@ -274,6 +275,8 @@ class GridEnv:
         self.event_names = tuple(type(self).event_names) + tuple(self.extra_events)
         self.extra_targets = dict(extra_targets or {})
         self.extra_measures = dict(extra_measures or {})
+        # goals an agent might pursue that ``gridsim discover`` should try, beside those it generates
+        self.extra_candidates = dict(extra_candidates or {})
         clash = set(self.extra_measures) & set(type(self).measure_names)
         if clash:
             raise ValueError(f"extra_measures redefine built-in measures {sorted(clash)}")

@@ -75,7 +75,8 @@ def training_region(env: GridEnv, params: EnvParams, key, levels: int = 512) -> 
 def candidates(env: GridEnv, params: EnvParams, key=None, *, declared_proxies: bool = False,
                extra: Mapping[str, CandidateFn] | None = None) -> Candidates:
     """The candidate goals of ``env``, from its declarations and geometry alone (``key`` draws the
-    training levels that locate the true goal in training)."""
+    training levels that locate the true goal in training), plus the environment's
+    ``extra_candidates`` and ``extra`` (an author's own, named ``own:<name>``)."""
     h, w = env.height, env.width
     names, regions = [], []
 
@@ -99,7 +100,7 @@ def candidates(env: GridEnv, params: EnvParams, key=None, *, declared_proxies: b
         for c in range(1, w - 1):
             region(f"cell:{r},{c}", (rows == r) & (cols == c))
     goals = env.goal_names if declared_proxies else (env.true_goal,)
-    extra = dict(extra or {})
+    extra = {**env.extra_candidates, **(extra or {})}
     target_names = ([f"goal:{g}" for g in goals] + [f"kind:{k}" for k in env.object_kinds]
                     + [f"{side}:{k}" for k in env.object_kinds for side in SIDES] + [f"own:{n}" for n in extra]
                     + ["start"])

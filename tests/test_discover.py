@@ -19,7 +19,8 @@ UP, RIGHT, DOWN, LEFT = range(4)
 def test_a_move_is_valued_by_the_steps_it_leaves_to_the_target():
     """5x7 open room, agent on (2, 1), coin on (2, 4); distances counted by hand. Left bumps the
     border and stays."""
-    env, params = gridsim.make("coin-at-end", height=5, width=7)
+    end_column = lambda level, params: jnp.zeros((5, 7), bool).at[:, 5].set(True)  # an author's own candidate
+    env, params = gridsim.make("coin-at-end", height=5, width=7, extra_candidates={"end": end_column})
     cands = discover.candidates(env, params)
     level = env.make_level(open_room(5, 7), (2, 1), [(2, 4)], [True])
     pairs = discover._pair_distances(level.walls)
@@ -29,6 +30,7 @@ def test_a_move_is_valued_by_the_steps_it_leaves_to_the_target():
     assert row("goal:coin") == [-5, -3, -5, -4]  # up, right, down, left: 4, 2, 4, 3 steps left
     assert row("kind:coin") == row("goal:coin")
     assert row("edge:right") == [-5, -4, -5, -5]  # column 5: 4, 3, 4, 4 steps left
+    assert row("own:end") == row("edge:right")
     assert row("start") == [-2, -2, -2, -1]  # staying put is already there
     assert row("below:coin") == [-6, -4, -4, -5]  # (3, 4): 5, 3, 3, 4 steps left
     assert row("move:down") == [0, 0, 1, 0]
