@@ -73,9 +73,9 @@ def load_agent(directory, point: int, seed: int) -> Agent:
     spec = sweep_spec.parse(store.manifest()["spec"], Path(directory) / MANIFEST)
     points = spec.points
     if not 0 <= point < len(points):
-        raise ValueError(f"--point must lie in [0, {len(points) - 1}], got {point}")
+        raise ValueError(f"point {point} is not in this sweep (its points are 0 to {len(points) - 1})")
     if not 0 <= seed < spec.seeds:
-        raise ValueError(f"--seed must lie in [0, {spec.seeds - 1}], got {seed}")
+        raise ValueError(f"seed {seed} is not in this sweep (its seeds are 0 to {spec.seeds - 1})")
     runner, params = runner_for(spec)
     network = jax.tree_util.tree_map(lambda x: x[seed], store.load_agents(point))
     train_params = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [points[point]]))

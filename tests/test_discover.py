@@ -128,7 +128,7 @@ def test_a_trained_agent_is_caught_pursuing_a_marker_nobody_declared():
     assert verdict.best == "below:signpost" and verdict.margin_over_true[1] > 0, verdict
 
 
-def test_cli_discover_writes_a_row_per_agent_and_plot_draws_it(finished, tmp_path, capsys):
+def test_cli_discover_writes_a_row_per_agent_draws_one_and_refuses_bad_input(finished, tmp_path, capsys):
     import shutil
 
     import pandas as pd
@@ -143,3 +143,11 @@ def test_cli_discover_writes_a_row_per_agent_and_plot_draws_it(finished, tmp_pat
     assert len(table) == 12 and set(table.seed) == {0, 1, 2, 3} and set(table.point) == {0, 1, 2}
     assert main(["plot", str(run), "--out", str(tmp_path / "figures")]) == 0
     assert (tmp_path / "figures" / "discover.png").exists()
+    assert main(["discover", str(run), "--agent", "1", "2", "--episodes", "8"]) == 0
+    assert (run / "_figures" / "discover-p0001-s0002.png").exists()
+    written = (run / "discover.parquet").read_bytes()
+    for bad, message in ((["--episodes", "0"], "--episodes must be >= 1"), (["--agent", "0", "4"], "seed 4 is not")):
+        capsys.readouterr()
+        assert main(["discover", str(run), *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert (run / "discover.parquet").read_bytes() == written  # refused before anything was touched

@@ -119,7 +119,7 @@ def test_inspect_traces_episodes_that_move_one_cell_at_a_time(finished, tmp_path
                  "--out", str(tmp_path)]) == 0
     assert {"agent-p0002-s0003-visits.png", "agent-p0002-s0003.gif"} <= {p.name for p in tmp_path.iterdir()}
     assert main(["inspect", str(finished), "--point", "3"]) == 2
-    assert "--point must lie in [0, 2]" in capsys.readouterr().err
+    assert "point 3 is not in this sweep (its points are 0 to 2)" in capsys.readouterr().err
 
 
 def _sweep_command(spec_path, extra_env=None):
