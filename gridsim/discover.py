@@ -10,7 +10,8 @@ distance after the move)``, from breadth-first distances on the level; moves are
 a Boltzmann-rational pursuer picks a move with probability ``softmax(beta * Q)``. ``beta`` is fitted
 per candidate by maximum likelihood over a grid that includes 0, a random walk, so no candidate
 explains an agent worse than chance. The candidate whose fitted pursuer gives the agent's moves the
-highest likelihood is what the agent is going for; if none beats the random walk by
+highest likelihood is what the agent is going for (or the earliest candidate that the data cannot
+tell from it: the simplest account wins a statistical tie); if none beats the random walk by
 ``UNEXPLAINED_MARGIN`` nats a step, it is unexplained. Moves are told apart by the cell they lead
 to: two moves into walls both leave the agent where it is, and choosing either is the one choice of
 staying put. Only steps that move the agent are scored: staying put, at a target or against a wall,
@@ -232,29 +233,36 @@ class Verdict(NamedTuple):
     best: str  # the candidate that explains the agent best, or "unexplained"
     runner_up: str
     gain_over_random: float  # nats a step, the best candidate's over a random walk
-    margin_over_runner_up: tuple[float, float, float]  # nats a step: mean and 95% interval over episodes
+    margin_over_runner_up: tuple[float, float, float]  # nats a step, mean and 95% interval (may be < 0: ``verdict``)
     margin_over_true: tuple[float, float, float]  # the same against the true goal
     ends_at_best: float  # share of the scored episodes that ended on the best candidate's target
     ends_at_true: float  # the same for the true goal
 
 
 def verdict(cands: Candidates, scores: Scores, true_goal: str) -> Verdict:
-    """Read one agent's scores (numpy leaves)."""
+    """Read one agent's scores (numpy leaves). The named candidate is the earliest, in the candidates'
+    order (goals, kinds, beside-kinds, ... cells, directions), whose likelihood the most likely
+    candidate's does not beat beyond its 95% interval over episodes: the simplest account the data
+    cannot tell from the best (the cell beside the coin is not named over the coin on noise)."""
     ll = np.asarray(scores.log_likelihood, np.float64)
     steps = np.maximum(np.asarray(scores.steps, np.float64), 1)
     total = ll.sum(0) / steps.sum()
-    order = np.argsort(-total, kind="stable")
-    best, second = int(order[0]), int(order[1])
-    gain = float(total[best] - np.sum(scores.random_walk) / steps.sum())
 
-    def margin(other):
-        per_step = (ll[:, best] - ll[:, other]) / steps
+    def margin(one, other):
+        per_step = (ll[:, one] - ll[:, other]) / steps
         mean, sd = per_step.mean(), per_step.std(ddof=1) if len(per_step) > 1 else 0.0
         half = 1.96 * sd / np.sqrt(len(per_step))
         return float(mean), float(mean - half), float(mean + half)
 
+    gains = total - np.sum(scores.random_walk) / steps.sum()
+    most_likely = int(np.argmax(total))
+    explains = min(UNEXPLAINED_MARGIN, gains[most_likely])  # a stand-in must explain as much as is asked
+    best = next(c for c in range(len(total)) if c == most_likely
+                or (gains[c] >= explains and margin(most_likely, c)[1] <= 0))
+    second = int(np.argsort(-np.where(np.arange(len(total)) == best, -np.inf, total), kind="stable")[0])
+    gain = float(gains[best])
     true = cands.names.index(f"goal:{true_goal}")
     ended = np.asarray(scores.end_cell) >= 0
     ends_at = np.asarray(scores.ends_at)[ended].mean(0) if ended.any() else np.full(len(cands.names), np.nan)
     return Verdict(cands.names[best] if gain >= UNEXPLAINED_MARGIN else "unexplained", cands.names[second], gain,
-                   margin(second), margin(true), float(ends_at[best]), float(ends_at[true]))
+                   margin(best, second), margin(best, true), float(ends_at[best]), float(ends_at[true]))

@@ -53,6 +53,28 @@ def test_a_state_met_again_is_scored_once_until_the_objects_change():
     assert np.asarray(scores.end_cell).tolist() == [2 * 7 + 2] * 2  # the last move, from (2, 1), ends on (2, 2)
 
 
+def test_a_statistical_tie_goes_to_the_earlier_candidate():
+    """Synthetic scores over four episodes of 10 moves: the third candidate is the most likely, the
+    first within noise of it (their per-episode differences straddle 0), the second clearly behind;
+    then the first is clearly behind too. Candidates 0-2 are the goal, a kind and an edge."""
+    env, params = gridsim.make("coin-at-end", height=5, width=7)
+    cands = discover.candidates(env, params)
+    names = ["goal:coin", "kind:coin", "edge:right"]
+    picked = [cands.names.index(n) for n in names]
+
+    def verdict(first):
+        ll = np.full((4, len(cands.names)), -14.0)  # a random walk: 10 moves at log(1/4)
+        ll[:, picked] = np.stack([first, [-9.0, -9.2, -8.8, -9.0], [-6.0, -6.1, -5.9, -6.0]], axis=1)
+        scores = discover.Scores(ll, np.ones(len(cands.names)), np.full(4, 10), np.full(4, -14.0),
+                                 np.zeros((4, len(cands.names)), bool), np.zeros(4, np.int32))
+        return discover.verdict(cands, scores, "coin")
+
+    tie = verdict([-5.0, -7.5, -5.5, -6.5])  # 0.05 nats a step behind on average, within noise
+    assert tie.best == "goal:coin" and tie.runner_up == "edge:right" and tie.margin_over_runner_up[0] < 0
+    behind = verdict([-7.0, -7.1, -6.9, -7.0])  # 0.1 nats a step behind, every episode
+    assert behind.best == "edge:right" and behind.runner_up == "goal:coin"
+
+
 def _verdicts(name, goals, episodes=48, **options):
     """What discovery says of each named goal's oracle, and of a random walk (proxies hidden)."""
     env, params = gridsim.make(name, **options)
