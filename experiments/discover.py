@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from agents import ppo
 from experiments import spec as sweep_spec
+from experiments.inspect import check_episodes
 from experiments.metrics import wilson_interval
 from experiments.runner import batch_params, runner_for
 from experiments.store import MANIFEST, Store, atomic_write
@@ -42,7 +43,7 @@ def _compiled(trainer, shape: discover.Candidates, episodes: int, max_steps: int
 
 def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = False) -> pa.Table:
     """Score every agent of the sweep in ``directory``; write and return the table."""
-    _check_episodes(episodes)
+    check_episodes(episodes)
     directory = Path(directory)
     store = Store(directory)
     spec = sweep_spec.parse(store.manifest()["spec"], directory / MANIFEST)
@@ -71,10 +72,6 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
     atomic_write(directory / RESULTS, lambda path: pq.write_table(table, path))  # the last table stays whole till then
     return table
 
-
-def _check_episodes(episodes: int) -> None:
-    if episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {episodes}")
 
 
 def format_shares(table: pa.Table) -> str:
@@ -136,7 +133,7 @@ def agent_figure(directory, point: int, seed: int, episodes: int = 256, key_seed
     from experiments.inspect import agent_episodes, draw_heatmap, load_agent
     from gridsim.render import rgb
 
-    _check_episodes(episodes)
+    check_episodes(episodes)
     agent = load_agent(directory, point, seed)
     env, test = agent.env, agent.test_params
     played = agent_episodes(agent, episodes, key_seed)

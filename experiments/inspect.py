@@ -143,9 +143,14 @@ def episodes_gif(agent: Agent, episodes: Episodes, path, count: int = 4, cell: i
     return path
 
 
-def inspect(directory, point: int, seed: int, episodes: int = 256, out_dir=None) -> list[Path]:
+def check_episodes(episodes: int) -> None:
+    """Refuse a run of no test episodes before anything is played or written."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
+
+
+def inspect(directory, point: int, seed: int, episodes: int = 256, out_dir=None) -> list[Path]:
+    check_episodes(episodes)
     agent = load_agent(directory, point, seed)
     played = agent_episodes(agent, episodes)
     out_dir = Store(directory).figures(out_dir)

@@ -37,6 +37,7 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     that fails its own training distribution is a capability failure, not a misgeneralization.
     A capable seed with no distinguishing test episode has no rate: it is left out and counted."""
     rows = []
+    declares_proxies = _declares_proxies(table)  # one environment: the same for every point
     for point, group in table.groupby("point", sort=True):
         capable = group[group.converged]
         rates = capable.misgeneralization_rate.to_numpy(dtype=float)
@@ -54,7 +55,7 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
                 "num_levels": int(group.num_levels.iloc[0]),
                 "test_episodes": int(group.test_episodes.median()),
                 "distinguishing_episodes": float(group.distinguishing_episodes.median()),
-                "declares_proxies": _declares_proxies(table),
+                "declares_proxies": declares_proxies,
                 "train_success": group.train_success.mean(),
                 "misgeneralization": rated.mean() if len(rated) else np.nan,
                 "misgeneralization_ci": mean_rate_interval(rated),

@@ -196,26 +196,27 @@ def score(env: GridEnv, cands: Candidates, params: EnvParams, levels: Level, act
         same = dest == dest[action]
         log_p = jax.nn.logsumexp(jnp.where(same, logits, -jnp.inf), axis=-1) - jax.nn.logsumexp(logits, axis=-1)
         on_target = jnp.concatenate([targets[:, dest[action]] == 0, directions])  # moves are deterministic
-        return log_p, dest[action] != level.agent[0] * env.width + level.agent[1], on_target, dest[action]
+        return log_p, on_target, dest[action]
 
     over_episodes = jax.vmap(per_step, (0, 0, 0, 0))
 
     def add(carry, step):  # summed as it goes: memory does not grow with the episodes' length
         total, steps, ends_at, end_cell, seen, before = carry
         level, action, counts = step
-        log_p, moved, on_target, cell = over_episodes(level, action, pairs, start)
+        log_p, on_target, cell = over_episodes(level, action, pairs, start)
+        here = level.agent[:, 0] * env.width + level.agent[:, 1]  # [E] flat cells, as ``cell``
         ends_at = jnp.where(counts[:, None], on_target, ends_at)  # the last counted step's, at the end
         end_cell = jnp.where(counts, cell, end_cell)
         # a deterministic policy back in a state it has been in repeats its choice: count each choice
         # once, or a loop at the end of an episode outweighs the way there (the state: the agent's cell,
         # and the objects, which reset what was seen when they change)
         world = (level.obj_pos, level.obj_alive, level.inventory)
-        changed = jax.vmap(lambda a, b: jnp.any(jnp.stack([jnp.any(x != y) for x, y in zip(a, b)])))(world, before)
-        here = level.agent[:, 0] * env.width + level.agent[:, 1]
+        changed = ((world[0] != before[0]).any(axis=(1, 2)) | (world[1] != before[1]).any(axis=1)
+                   | (world[2] != before[2]))
         seen = jnp.where(changed[:, None], False, seen)
         again = jnp.take_along_axis(seen, here[:, None], axis=1)[:, 0]
         seen = seen | (jax.nn.one_hot(here, seen.shape[1], dtype=bool) & counts[:, None])
-        counts = counts & moved & ~again  # staying put (at a target, or against a wall) says nothing either
+        counts = counts & (cell != here) & ~again  # staying put (at a target, or against a wall) says nothing either
         carry = (total + jnp.where(counts[:, None, None], log_p, 0.0), steps + counts, ends_at, end_cell, seen, world)
         return carry, None
 
