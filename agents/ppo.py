@@ -53,6 +53,9 @@ class Config:
     encoder: str = "mlp"  # "mlp" or "cnn"
     hidden: int = 64
     recurrent: bool = False  # a GRU between encoder and heads; minibatches then split environments
+    # new levels drawn per rollout step, handed to the environments that finished (optimistic resets,
+    # ``GridEnv.step_batch``); 0: one level drawn for each environment at every step
+    resets: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -87,6 +90,8 @@ class Config:
                 f"ppo.Config.num_minibatches ({self.num_minibatches}) must divide num_envs ({self.num_envs}) "
                 "for a recurrent policy (minibatches are groups of whole environment sequences)"
             )
+        if self.resets < 0:
+            raise ValueError(f"ppo.Config.resets must be >= 0 (0: a level per environment), got {self.resets}")
         if self.encoder not in ("mlp", "cnn"):
             raise ValueError(f"ppo.Config.encoder must be 'mlp' or 'cnn', got {self.encoder!r}")
         for name in ("lr", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "ent_coef", "vf_coef"):
@@ -254,16 +259,18 @@ class Trainer:
     def _rollout(self, state: TrainState):
         c = self.config
         bank = self.layout_bank(state)
-        step = self.env.step if bank is None else functools.partial(self.env.step, bank=bank)
+        if c.resets:
+            step_all = functools.partial(self.env.step_batch, bank=bank, resets=c.resets)
+        else:
+            step = self.env.step if bank is None else functools.partial(self.env.step, bank=bank)
+            step_all = lambda key, *args: jax.vmap(step, (0, 0, 0, None))(jax.random.split(key, c.num_envs), *args)
 
         def one_step(carry, _):
             env_state, obs, hidden, reset, key = carry
             key, k_act, k_env = jax.random.split(key, 3)
             hidden, logits, value = self.network.apply(state.network, hidden, obs, reset)
             action = jax.random.categorical(k_act, logits)
-            next_obs, env_state, reward, done, info = jax.vmap(step, (0, 0, 0, None))(
-                jax.random.split(k_env, c.num_envs), env_state, action, state.env_params
-            )
+            next_obs, env_state, reward, done, info = step_all(k_env, env_state, action, state.env_params)
             log_prob = _log_prob(logits, action)
             transition = Transition(obs, reset, action, log_prob, value, reward, done, info["truncated"], None)
             # where a time limit cut an episode its return goes on: bootstrap from the observation after the step

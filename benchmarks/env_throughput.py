@@ -49,6 +49,13 @@ class Case:
     step: Callable
     info: dict = dataclasses.field(default_factory=dict)
     prepare: Callable | None = None
+    # ``(keys, states, actions, shared) -> (states, obs)`` over the whole batch; default: vmap of ``step``
+    step_batch: Callable | None = None
+
+    def batched(self, keys, states, actions, shared):
+        if self.step_batch is not None:
+            return self.step_batch(keys, states, actions, shared)
+        return jax.vmap(self.step, (0, 0, 0, None))(keys, states, actions, shared)
 
 
 class FixedMazeCheese(gridsim.CheeseInCorner):
@@ -63,13 +70,23 @@ class FixedMazeCheese(gridsim.CheeseInCorner):
         return jnp.asarray(self.fixed_walls)
 
 
-def gridsim_case(name, label: str = "", **overrides) -> Case:
+# gridsim draws this share of the batch's new levels per step and hands them to the environments
+# that finished (``GridEnv.step_batch``'s optimistic resets); "exact resets" cases draw one each
+RESETS_PER_ENV = 1 / 64
+
+
+def gridsim_case(name, label: str = "", exact_resets: bool = False, **overrides) -> Case:
     env, params = gridsim.make(name, **overrides) if isinstance(name, str) else (name, name.default_params())
     name = env.name
 
     def step(key, state, action, bank):
         obs, state, *_ = env.step(key, state, action, params, bank)
         return state, obs
+
+    def step_batch(keys, states, actions, bank):
+        resets = None if exact_resets else max(1, int(keys.shape[0] * RESETS_PER_ENV))
+        obs, states, *_ = env.step_batch(keys[0], states, actions, params, bank, resets=resets)
+        return states, obs
 
     suffix = f" {label}" if label else ""
     return Case(
@@ -78,10 +95,12 @@ def gridsim_case(name, label: str = "", **overrides) -> Case:
         env.num_actions,
         lambda key: env.reset(key, params)[1],
         step,
-        {"observation": env.observation, "max_steps_in_episode": int(params.max_steps_in_episode)},
+        {"observation": env.observation, "max_steps_in_episode": int(params.max_steps_in_episode),
+         "new_levels_per_env_step": 1.0 if exact_resets else RESETS_PER_ENV},
         # as in PPO, a new bank of maze walls per call (one rollout), one entry per environment (None
         # for walls that never change)
         prepare=lambda key, batch: env.sample_layouts(key, params, batch),
+        step_batch=step_batch,
     )
 
 
@@ -162,28 +181,27 @@ def jaxgmg_cases(sizes) -> list[Case]:
 def make_rollout(case: Case, steps: int):
     """``(state, key) -> ((state, key), checksum)`` over a batch: ``steps`` random actions per env."""
 
-    def one_env(carry, shared):
-        state, key = carry
-        key, k_actions, k_steps = jax.random.split(key, 3)
+    def draws(key):
         # All T actions and step keys in one vectorised draw: threefry inside the scan body
         # would cost about as much as a gridsim step and blur the comparison.
-        actions = jax.random.randint(k_actions, (steps,), 0, case.num_actions)
-
-        def body(carry, xs):
-            state, checksum = carry
-            k_step, action = xs
-            state, obs = case.step(k_step, state, action, shared)
-            # Summing each observation into the carry keeps XLA from dropping the observation code.
-            return (state, checksum + jnp.sum(obs, dtype=jnp.int32)), None
-
-        xs = (jax.random.split(k_steps, steps), actions)
-        (state, checksum), _ = jax.lax.scan(body, (state, jnp.int32(0)), xs)
-        return (state, key), checksum
+        key, k_actions, k_steps = jax.random.split(key, 3)
+        return key, jax.random.randint(k_actions, (steps,), 0, case.num_actions), jax.random.split(k_steps, steps)
 
     def rollout(carry):
         states, keys = carry
         shared = case.prepare(jax.random.fold_in(keys[0], 1), keys.shape[0]) if case.prepare else None
-        return jax.vmap(one_env, (0, None))(carry, shared)
+        keys, actions, step_keys = jax.vmap(draws)(keys)
+
+        def body(carry, xs):
+            states, checksum = carry
+            step_keys, actions = xs
+            states, obs = case.batched(step_keys, states, actions, shared)
+            # Summing each observation into the carry keeps XLA from dropping the observation code.
+            return (states, checksum + jnp.sum(obs, axis=tuple(range(1, obs.ndim)), dtype=jnp.int32)), None
+
+        xs = (jnp.swapaxes(step_keys, 0, 1), jnp.swapaxes(actions, 0, 1))
+        (states, checksum), _ = jax.lax.scan(body, (states, jnp.zeros(keys.shape[0], jnp.int32)), xs)
+        return (states, keys), checksum
 
     return jax.jit(rollout)
 
@@ -342,6 +360,8 @@ def main(argv=None):
     coin = gridsim_case("coin-at-end")
     short = gridsim_case("coin-at-end", "max_steps=4", max_steps_in_episode=4)
     cheese = gridsim_case("cheese-in-corner", height=9, width=9)  # the default size, named to be explicit
+    cheese_exact = gridsim_case("cheese-in-corner", "exact resets", exact_resets=True)
+    keys_exact = gridsim_case("keys-and-chests", "exact resets", exact_resets=True)
     fixed_maze = gridsim_case(FixedMazeCheese(), "one fixed maze")
     level_set = gridsim_case("cheese-in-corner", "num_levels=256", num_levels=256)
     egocentric = gridsim_case("cheese-in-corner", "egocentric", observation="egocentric")
@@ -356,7 +376,8 @@ def main(argv=None):
     monsters = gridsim_case("monster-world")
     leader = gridsim_case("follow-the-leader")
     trees = gridsim_case("tree-harvesting")  # 12x12 as published; no peer has it
-    ours = [coin, short, cheese, fixed_maze, level_set, egocentric, cheese13, keys, obstacles, keys13, lava, colour,
+    ours = [coin, short, cheese, cheese_exact, fixed_maze, level_set, egocentric, cheese13, keys, keys_exact, obstacles,
+            keys13, lava, colour,
             supervisor, dish, monsters, leader, trees]
     peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])

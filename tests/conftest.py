@@ -32,6 +32,13 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def jit_run_heavy(fun, **kwargs):
+    """``jax.jit`` at XLA's default optimization level, for the few programs whose running outlasts
+    their compiling (10,000 labelled levels, PPO that must learn): level 0 (``pytest_configure``)
+    runs them up to 6x slower than it saves in compiling."""
+    return jax.jit(fun, compiler_options={"xla_backend_optimization_level": 2}, **kwargs)
+
+
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n`` with ``--dist loadgroup`` (the Makefile's), every test that reads the
     session's finished sweep runs in one worker, which computes it once instead of once per worker,
@@ -106,7 +113,7 @@ def labelled_levels(name: str):
         _, states = jax.vmap(env.reset, (0, None))(jax.random.split(key, LABELLED), params)
         return (states.level, *oracles.label(env, params, states.level))
 
-    return jax.jit(run)
+    return jit_run_heavy(run)
 
 
 @functools.cache

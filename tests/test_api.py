@@ -10,6 +10,7 @@ import pytest
 from conftest import ENV_NAMES, SMALL, small_env
 
 import gridsim
+from gridsim import rng
 
 
 def test_make_returns_env_and_params_with_spaces(env_name):
@@ -171,6 +172,42 @@ def test_a_layout_bank_of_a_fixed_level_set_holds_whole_levels_of_that_set():
     bank = jax.jit(lambda key: env.sample_layouts(key, params, 3))(jax.random.key(1))
     banked = set(_level_ids(reset(keys, params, bank)[1].level))
     assert banked <= the_set and 1 <= len(banked) <= 3
+
+
+def test_optimistic_resets_hand_the_drawn_levels_to_the_environments_that_finished_in_turn():
+    """Eight environments, five of which end on this step, and three new levels: the finished ones
+    take levels 0, 1, 2, 0, 1 in the order they stand; the others go on exactly as ``transition``
+    leaves them. Without ``resets`` the batched step is ``vmap(step)``."""
+    env, params = small_env("cheese-in-corner")
+    params = params.replace(max_steps_in_episode=10)
+    ending = np.array([False, True, True, False, True, True, True, False])
+    key, actions = jax.random.key(1), jnp.zeros(8, jnp.int32)
+
+    @jax.jit
+    def run(key):
+        _, states = jax.vmap(env.reset, (0, None))(jax.random.split(jax.random.key(0), 8), params)
+        states = states.replace(time=jnp.where(ending, 9, 0))  # the tenth step ends these by time
+        bank = env.sample_layouts(jax.random.key(2), params, 4)
+        optimistic = env.step_batch(key, states, actions, params, bank, resets=3)
+        exact = env.step_batch(key, states, actions, params, bank)
+        vmapped = jax.vmap(env.step, (0, 0, 0, None, None))(rng.split(key, 8), states, actions, params, bank)
+        drawn = jax.vmap(env.sample, (0, None, None))(rng.split(key, 3), params, bank)
+        final = jax.vmap(env.transition, (0, 0, None))(states, actions, params)[0]
+        return optimistic, exact, vmapped, drawn, final
+
+    (obs, new, _, done, info), exact, vmapped, drawn, final = jax.device_get(run(key))
+    assert (done == ending).all()
+    take = lambda tree, i: jax.tree_util.tree_map(lambda x: x[i], tree)
+    expected = {1: take(drawn, 0), 2: take(drawn, 1), 4: take(drawn, 2), 5: take(drawn, 0), 6: take(drawn, 1)}
+    for i in range(8):
+        want = expected.get(i, take(final.level, i))
+        chex.assert_trees_all_equal(take(new.level, i), want)
+        np.testing.assert_array_equal(obs[i], env.observe(want))
+        assert new.time[i] == (0 if ending[i] else 1)
+    chex.assert_trees_all_equal(info["final_state"].level, final.level)  # where each episode ended
+    chex.assert_trees_all_equal(exact, vmapped)
+    with pytest.raises(ValueError, match="resets must be >= 1"):
+        env.step_batch(key, new, actions, params, resets=0)
 
 
 def test_register_and_plugin_file_run_through_make():

@@ -165,6 +165,19 @@ def test_full_observation_channels(keys):
     assert not ch["inventory"].any()
 
 
+def test_objects_past_the_32nd_column_are_seen_where_they_stand():
+    """Observations pack each row's objects into 32-column words: on a 40-wide grid, objects on both
+    sides of the word boundary and in the last column appear in their own cells and nowhere else."""
+    env, _ = gridsim.make("keys-and-chests", height=5, width=40, max_keys=3, max_chests=2)
+    spots = [(1, 31), (1, 32), (3, 38), (2, 0), (3, 33)]  # keys, then chests; the first chest is taken
+    level = env.make_level(open_room(5, 40), agent=(2, 5), obj_pos=spots, obj_alive=[True, True, True, False, True])
+    obs = np.asarray(env.observe(level))
+    ch = {name: obs[..., i] for i, name in enumerate(env.channel_names)}
+    assert list(zip(*np.nonzero(ch["key"]))) == [(1, 31), (1, 32), (3, 38)]
+    assert list(zip(*np.nonzero(ch["chest"]))) == [(3, 33)]
+    assert list(zip(*np.nonzero(ch["agent"]))) == [(2, 5)]
+
+
 def test_egocentric_view_is_the_crop_around_the_agent():
     env, _ = gridsim.make("keys-and-chests", height=7, width=7, max_keys=2, max_chests=2, observation="egocentric",
                           view_radius=2)
