@@ -179,18 +179,17 @@ def jaxgmg_cases(sizes) -> list[Case]:
 
 
 def make_rollout(case: Case, steps: int):
-    """``(state, key) -> ((state, key), checksum)`` over a batch: ``steps`` random actions per env."""
-
-    def draws(key):
-        # All T actions and step keys in one vectorised draw: threefry inside the scan body
-        # would cost about as much as a gridsim step and blur the comparison.
-        key, k_actions, k_steps = jax.random.split(key, 3)
-        return key, jax.random.randint(k_actions, (steps,), 0, case.num_actions), jax.random.split(k_steps, steps)
+    """``(states, key) -> ((states, key), checksum)`` over a batch: ``steps`` random actions per env."""
 
     def rollout(carry):
-        states, keys = carry
-        shared = case.prepare(jax.random.fold_in(keys[0], 1), keys.shape[0]) if case.prepare else None
-        keys, actions, step_keys = jax.vmap(draws)(keys)
+        states, key = carry
+        batch = jax.tree_util.tree_leaves(states)[0].shape[0]
+        key, k_shared, k_actions, k_steps = jax.random.split(key, 4)
+        shared = case.prepare(k_shared, batch) if case.prepare else None
+        # All T x B actions and step keys in one vectorised draw, laid out step-major as the scan
+        # reads them: threefry inside the scan body would cost about as much as a gridsim step.
+        actions = jax.random.randint(k_actions, (steps, batch), 0, case.num_actions)
+        step_keys = jax.random.split(k_steps, (steps, batch))
 
         def body(carry, xs):
             states, checksum = carry
@@ -199,9 +198,8 @@ def make_rollout(case: Case, steps: int):
             # Summing each observation into the carry keeps XLA from dropping the observation code.
             return (states, checksum + jnp.sum(obs, axis=tuple(range(1, obs.ndim)), dtype=jnp.int32)), None
 
-        xs = (jnp.swapaxes(step_keys, 0, 1), jnp.swapaxes(actions, 0, 1))
-        (states, checksum), _ = jax.lax.scan(body, (states, jnp.zeros(keys.shape[0], jnp.int32)), xs)
-        return (states, keys), checksum
+        (states, checksum), _ = jax.lax.scan(body, (states, jnp.zeros(batch, jnp.int32)), (step_keys, actions))
+        return (states, key), checksum
 
     return jax.jit(rollout)
 
@@ -225,7 +223,7 @@ def time_rollout(case: Case, batch: int, steps: int, repeats: int) -> dict[str, 
     keys = jax.random.split(jax.random.key(0), batch)
     states = jax.block_until_ready(jax.jit(jax.vmap(case.reset))(keys))
     _, obs = jax.eval_shape(case.step, keys[0], jax.tree.map(lambda x: x[0], states), jnp.int32(0), None)
-    timing = time_calls(make_rollout(case, steps), (states, keys), repeats)
+    timing = time_calls(make_rollout(case, steps), (states, jax.random.key(1)), repeats)
     return {
         "env": case.name,
         "family": case.family,
