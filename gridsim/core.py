@@ -617,7 +617,8 @@ class GridEnv:
         row, col = level.obj_pos[:, 0], level.obj_pos[:, 1] - cols[0]
         present = level.obj_alive & (col >= 0) & (col < width)
         words = -(-width // 32)
-        word_of, bit_of = jnp.clip(col, 0, width - 1) // 32, (jnp.clip(col, 0, width - 1) % 32).astype(jnp.uint32)
+        inside = jnp.clip(col, 0, width - 1)
+        word_of, bit_of = inside // 32, (inside % 32).astype(jnp.uint32)
         shifts = jnp.arange(width, dtype=jnp.uint32) % 32
         for kind in self.object_kinds:
             if kind not in channels:

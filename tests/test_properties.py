@@ -29,9 +29,11 @@ alphas = st.sampled_from([0.0, 0.25, 1.0])
 @functools.cache  # the three properties below draw the same examples (derandomized): one rollout serves all
 def _rollout(name, seed, alpha):
     env, params = small_env(name)
-    levels, rewards, dones, infos = random_rollout(name)(jax.random.key(seed), params.train(alpha))
-    to_np = lambda t: jax.tree_util.tree_map(np.asarray, t)
-    return env, params, to_np(levels), np.asarray(rewards), np.asarray(dones), to_np(infos)
+    before, after, rewards, dones, infos, _ = jax.device_get(random_rollout(name)(jax.random.key(seed),
+                                                                                  params.train(alpha)))
+    # the level before each step, and after the last: levels[T + 1, N]
+    levels = jax.tree_util.tree_map(lambda a, b: np.concatenate([a, b[-1:]]), before, after.level)
+    return env, params, levels, np.asarray(rewards), np.asarray(dones), infos
 
 
 @SETTINGS
