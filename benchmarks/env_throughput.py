@@ -204,45 +204,65 @@ def make_rollout(case: Case, steps: int):
     return jax.jit(rollout)
 
 
-def time_calls(fn, carry, repeats: int) -> dict[str, Any]:
-    """Time jitted ``fn: carry -> (carry, out)``: compilation, a first (warm-up) call, then
-    ``repeats`` calls, each continuing from the carry the last one returned."""
+def prepare_call(fn, carry) -> dict[str, Any]:
+    """Compile jitted ``fn: carry -> (carry, out)`` and make a first (warm-up) call."""
     start = time.perf_counter()
     fn = fn.lower(carry).compile()
     compile_s = time.perf_counter() - start
-    seconds = []
-    for _ in range(1 + repeats):
-        start = time.perf_counter()
-        carry, _ = jax.block_until_ready(fn(carry))
-        seconds.append(time.perf_counter() - start)
-    timed = seconds[1:]
-    return {"compile_s": compile_s, "first_call_s": seconds[0], "seconds": timed, "median_s": statistics.median(timed)}
+    start = time.perf_counter()
+    carry, _ = jax.block_until_ready(fn(carry))
+    return {"fn": fn, "carry": carry, "compile_s": compile_s, "first_call_s": time.perf_counter() - start}
 
 
-def time_rollout(case: Case, batch: int, steps: int, repeats: int) -> dict[str, Any]:
+def time_rounds(prepared: list[dict], repeats: int) -> list[dict[str, Any]]:
+    """``repeats`` rounds, each timing one call of every prepared function in turn (each continuing
+    from the carry its last call returned): a machine that speeds up or slows down during the run
+    (on a shared 2-core machine, by up to 2x) then moves every entry alike, not only the later ones."""
+    seconds = [[] for _ in prepared]
+    for _ in range(repeats):
+        for call, timed in zip(prepared, seconds):
+            start = time.perf_counter()
+            call["carry"], _ = jax.block_until_ready(call["fn"](call["carry"]))
+            timed.append(time.perf_counter() - start)
+    return [{"compile_s": call["compile_s"], "first_call_s": call["first_call_s"], "seconds": timed,
+             "median_s": statistics.median(timed)} for call, timed in zip(prepared, seconds)]
+
+
+def time_rollouts(cases: list[Case], batch: int, steps: int, repeats: int) -> list[dict[str, Any]]:
+    """Every case's rollout at one batch size, compiled first and then timed in interleaved rounds."""
     keys = jax.random.split(jax.random.key(0), batch)
-    states = jax.block_until_ready(jax.jit(jax.vmap(case.reset))(keys))
-    _, obs = jax.eval_shape(case.step, keys[0], jax.tree.map(lambda x: x[0], states), jnp.int32(0), None)
-    timing = time_calls(make_rollout(case, steps), (states, jax.random.key(1)), repeats)
-    return {
-        "env": case.name,
-        "family": case.family,
-        "batch": batch,
-        "steps": steps,
-        **timing,
-        "steps_per_s": batch * steps / timing["median_s"],
-        "obs_shape": list(obs.shape),
-        "obs_dtype": str(obs.dtype),
-        "num_actions": case.num_actions,
-        **case.info,
-    }
+    prepared, shapes = [], []
+    for case in cases:
+        states = jax.block_until_ready(jax.jit(jax.vmap(case.reset))(keys))
+        _, obs = jax.eval_shape(case.step, keys[0], jax.tree.map(lambda x: x[0], states), jnp.int32(0), None)
+        prepared.append(prepare_call(make_rollout(case, steps), (states, jax.random.key(1))))
+        shapes.append(obs)
+        print(f"{case.name:36s} B={batch:<6d} T={steps:<6d} compiled in {prepared[-1]['compile_s']:.1f}s",
+              file=sys.stderr)
+    results = []
+    for case, obs, timing in zip(cases, shapes, time_rounds(prepared, repeats)):
+        results.append({
+            "env": case.name,
+            "family": case.family,
+            "batch": batch,
+            "steps": steps,
+            **timing,
+            "steps_per_s": batch * steps / timing["median_s"],
+            "obs_shape": list(obs.shape),
+            "obs_dtype": str(obs.dtype),
+            "num_actions": case.num_actions,
+            **case.info,
+        })
+        print(f"{case.name:36s} B={batch:<6d} T={steps:<6d} {results[-1]['steps_per_s']:>14,.0f} steps/s",
+              file=sys.stderr)
+    return results
 
 
 def time_batched(fn, batch: int, repeats: int) -> dict[str, float]:
     """Calls per second of ``vmap(fn)`` over ``batch`` keys (maze generation, resets)."""
     keys = jax.random.split(jax.random.key(1), batch)
     batched = jax.jit(lambda keys: (keys, jax.vmap(fn)(keys)))
-    timing = time_calls(batched, keys, repeats)
+    (timing,) = time_rounds([prepare_call(batched, keys)], repeats)
     return {"batch": batch, **timing, "per_s": batch / timing["median_s"]}
 
 
@@ -387,11 +407,7 @@ def main(argv=None):
     rollouts = []
     for batch in batch_sizes:
         steps = steps_for(batch, args)
-        for case in ours + peers:
-            r = time_rollout(case, batch, steps, args.repeats)
-            print(f"{case.name:36s} B={batch:<6d} T={steps:<6d} {r['steps_per_s']:>14,.0f} steps/s  "
-                  f"compile {r['compile_s']:.1f}s", file=sys.stderr)
-            rollouts.append(r)
+        rollouts += time_rollouts(ours + peers, batch, steps, args.repeats)
 
     by_key = {(r["env"], r["batch"]): r for r in rollouts}
     for r in rollouts:
