@@ -395,8 +395,7 @@ def main(argv=None):
     leader = gridsim_case("follow-the-leader")
     trees = gridsim_case("tree-harvesting")  # 12x12 as published; no peer has it
     ours = [coin, short, cheese, cheese_exact, fixed_maze, level_set, egocentric, cheese13, keys, keys_exact, obstacles,
-            keys13, lava, colour,
-            supervisor, dish, monsters, leader, trees]
+            keys13, lava, colour, supervisor, dish, monsters, leader, trees]
     peers = navix_cases(["Navix-Empty-8x8-v0", "Navix-DoorKey-8x8-v0"])
     peers += xminigrid_cases(["MiniGrid-Empty-8x8", "MiniGrid-DoorKey-8x8"])
     peers += jaxgmg_cases([9, 13])

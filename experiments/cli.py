@@ -76,9 +76,9 @@ def cmd_show(args) -> int:
 def cmd_calibrate(args) -> int:
     import gridsim
     from experiments.calibrate import calibrate, format_calibration
+    from experiments.inspect import check_episodes
 
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    check_episodes(args.episodes)
     env, params = gridsim.make(args.env, **_options(args.option))
     print(format_calibration(env, calibrate(env, params, args.episodes, args.seed, args.alpha)))
     return 0

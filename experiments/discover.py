@@ -73,7 +73,6 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
     return table
 
 
-
 def format_shares(table: pa.Table) -> str:
     """Per sweep point, the share of agents each candidate explains best, most common first, and the
     share of those agents' scored episodes that ended on its target."""
