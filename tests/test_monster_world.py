@@ -11,6 +11,7 @@ from test_handbuilt import DOWN, LEFT, RIGHT, UP, outcome, play
 import gridsim
 from gridsim.core import MAX_EPISODE_STEPS, episode_limit
 from gridsim.layouts import open_room
+from gridsim.testing import check_env
 
 # slots of the small instance: apples 0-1, shields 2-4, monster 5
 
@@ -61,9 +62,11 @@ def test_measures_count_pickups_after_the_last_monster(monsters):
     """Against counts summed by hand from the steps' events; NaN before the monsters are gone."""
     env, params = monsters
     start = level(env, [(2, 3), (4, 4)], [(2, 1), (4, 1), (4, 2)], (1, 4))
-    for actions, expected in (([DOWN, UP, RIGHT, DOWN, DOWN, DOWN, LEFT], [2, 0]),  # two shields after
-                              ([DOWN, UP, RIGHT, DOWN, RIGHT], [0, 1]),  # one apple after
-                              ([DOWN, UP], [np.nan, np.nan])):  # the monster still about
+    # shields, apples, and the shields' share of the two, after the last monster
+    for actions, expected in (([DOWN, UP, RIGHT, DOWN, DOWN, DOWN, LEFT], [2, 0, 1]),  # two shields after
+                              ([DOWN, UP, RIGHT, DOWN, RIGHT], [0, 1, 0]),  # one apple after
+                              ([DOWN, UP, RIGHT], [0, 0, np.nan]),  # cleared, nothing picked up since
+                              ([DOWN, UP], [np.nan, np.nan, np.nan])):  # the monster still about
         steps = play(env, params, start, actions)
         counts = np.sum([[s[2]["events"][name] for name in env.event_names] for s in steps], axis=0)
         measured = np.asarray(env.measure_episode(start, counts.astype(np.int32), params))
@@ -96,6 +99,43 @@ def test_monster_moves_are_random_one_cell_and_fixed_by_the_level_seed():
     directions = np.unique(steps, axis=0, return_counts=True)[1]
     assert len(directions) == 4 and directions.min() >= 70  # 100 each expected
     np.testing.assert_array_equal(moved(), first)
+
+
+def test_with_regrow_a_pickup_grows_back_the_next_step_and_the_last_apple_no_longer_ends_the_episode():
+    plain, params = small_env("monster-world")
+    params = params.replace(chase=0.0)
+    regrow, _ = small_env("monster-world", regrow=True)
+    start = level(plain, [(1, 2), (1, 3)], [(3, 3), (4, 3), (4, 4)], (4, 1))
+    assert play(plain, params, start, [RIGHT, RIGHT])[-1][2]["terminated"]  # without regrow: both apples eaten
+    steps = play(regrow, params, start, [RIGHT, RIGHT, LEFT])
+    assert [events(s)[:1] for s in steps] == [["apple"], ["apple"], []] and not any(s[1] for s in steps)
+    alive = [s[3].level.obj_alive.tolist()[:2] for s in steps]
+    assert alive == [[False, True], [True, False], [True, True]]  # each apple back one step after it went
+    for s in steps:
+        pos = np.asarray(s[3].level.obj_pos)
+        live = np.asarray(s[3].level.obj_alive) & ~regrow.kind_slots["monster"]
+        assert len({tuple(p) for p in pos[live]}) == live.sum()  # apples and shields on cells of their own
+        assert tuple(s[3].level.agent.tolist()) not in {tuple(p) for p in pos[live]}
+    assert steps[-1][2]["success"] and int(steps[-1][3].level.memory[0]) == 2
+
+
+def test_monster_world_with_regrow_passes_the_conformance_check():
+    check_env(*small_env("monster-world", regrow=True), oracle_levels=64)
+
+
+def test_a_regrown_apple_lands_uniformly_on_the_free_cells():
+    """400 level seeds: the apple eaten at (1, 2) comes back once on each free cell, about equally often."""
+    env, params = small_env("monster-world", regrow=True, chase=0.0)
+    starts = jax.vmap(lambda seed: env.make_level(open_room(6, 6), (1, 1), [(1, 2), (1, 3), (3, 3), (4, 3), (4, 4),
+                                                                        (4, 1)], [True] * 6, seed=seed))
+    transition = jax.vmap(env.transition, (0, None, None))
+    run = jax.jit(lambda states: transition(transition(states, RIGHT, params)[0], LEFT, params)[0])
+    ends = run(jax.vmap(env.start)(starts(np.arange(400, dtype=np.uint32) * 7919)))
+    assert np.asarray(ends.level.obj_alive[:, 0]).all()
+    cells, counts = np.unique(np.asarray(ends.level.obj_pos[:, 0]), axis=0, return_counts=True)
+    interior = {(r, c) for r in range(1, 5) for c in range(1, 5)}
+    free = interior - {(1, 1), (1, 3), (3, 3), (4, 3), (4, 4)}  # less the agent's cell and the other pickups
+    assert {tuple(c) for c in cells.tolist()} == free and counts.min() >= 15  # 400 / 11 = 36 expected
 
 
 @pytest.mark.parametrize("option, value, field", [("shields", 1, "shields"), ("monsters", 0, "monsters"),
