@@ -187,6 +187,9 @@ def _entropy(logits):
 class Trainer:
     def __init__(self, config: Config, env):
         self.config = config.validate()
+        if config.resets and not hasattr(env, "step_batch"):
+            raise ValueError(f"ppo.Config.resets needs an environment with step_batch (a gridsim GridEnv); "
+                             f"{type(env).__name__} has none: leave resets at 0")
         self.env = env
         network = RecurrentActorCritic if config.recurrent else ActorCritic
         self.network = network(env.num_actions, config.hidden, config.encoder)

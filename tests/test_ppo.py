@@ -160,6 +160,14 @@ def test_configs_that_cannot_work_fail_before_compiling(overrides, message):
         ppo.make_train(config, env)
 
 
+def test_optimistic_resets_on_an_environment_without_step_batch_fail_before_compiling():
+    class FiveCallsOnly:  # an environment with the gymnax calls and no step_batch
+        num_actions = 4
+
+    with pytest.raises(ValueError, match="step_batch.*FiveCallsOnly"):
+        ppo.make_train(dataclasses.replace(TINY, resets=2), FiveCallsOnly())
+
+
 HANG_PROBE = """
 import jax, gridsim
 from agents import ppo
