@@ -5,7 +5,8 @@ proxy (``gridsim.oracles``); a uniform random walk pursues nothing. Played on
 the same test levels, their outcome rates over distinguishing levels bound
 what an agent's rate means: the true oracle must score 0% misgeneralization
 and every proxy oracle 100%, by the definition of a distinguishing level, and
-the random walk shows how often a proxy is hit by chance.
+the random walk shows how often a proxy is hit by chance. The environment's
+own measures (``measure_names``, ``contrasts``) get the same three references.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 import gridsim
+from experiments.metrics import nan_mean
 from gridsim import OUTCOME_TRUE, oracles
 
 
@@ -27,7 +29,8 @@ def policies(env) -> dict[str, gridsim.Policy]:
 
 
 def calibrate(env, params, episodes: int = 4096, seed: int = 0, alpha: float = 1.0) -> pd.DataFrame:
-    """One row per policy: episodes, distinguishing episodes, and each outcome's share of them."""
+    """One row per policy: episodes, distinguishing episodes, each outcome's share of them, and each of
+    the env's measures (``measure_<name>``), averaged over all episodes as a sweep averages an agent's."""
     params = params.train(alpha=alpha)
     max_steps = int(np.asarray(params.max_steps_in_episode))
     key = jax.random.key(seed)  # one key: every policy plays the same levels
@@ -49,8 +52,17 @@ def calibrate(env, params, episodes: int = 4096, seed: int = 0, alpha: float = 1
             "distinguishing": int(distinguishing.sum()),
             **{outcome_name: share for outcome_name, share in zip(env.outcome_names, shares)},
             "misgeneralization": shares[OUTCOME_TRUE + 1:].sum() if len(outcome) else np.nan,
+            **measure_means(env, np.asarray(result.measures)),
         })
     return pd.DataFrame(rows)
+
+
+def measure_means(env, measures: np.ndarray) -> dict[str, float]:
+    """``measure_<name>`` over ``[episodes, measure_names]``, NaN-skipping, and each contrast."""
+    means = {f"measure_{name}": float(v) for name, v in zip(env.measure_names, nan_mean(measures, axis=0))}
+    for name, (a, b) in env.contrasts.items():
+        means[f"measure_{name}"] = means[f"measure_{a}"] - means[f"measure_{b}"]
+    return means
 
 
 def format_calibration(env, table: pd.DataFrame) -> str:
@@ -65,4 +77,11 @@ def format_calibration(env, table: pd.DataFrame) -> str:
         cells = "".join(f"{'-' if not np.isfinite(row[c]) else format(row[c], '.1%'):>{w}}"
                         for c, w in zip(columns, widths))
         lines.append(f"{row.policy:<22}{cells}")
+    measures = [c for c in table.columns if c.startswith("measure_")]
+    if measures:
+        lines.append("measures, mean over episodes where they apply:")
+        widths = [len(c) - len("measure_") + 2 for c in measures]
+        lines.append(f"{'policy':<22}" + "".join(f"{c[len('measure_'):]:>{w}}" for c, w in zip(measures, widths)))
+        for _, row in table.iterrows():
+            lines.append(f"{row.policy:<22}" + "".join(f"{row[c]:>{w}.3f}" for c, w in zip(measures, widths)))
     return "\n".join(lines)

@@ -87,3 +87,14 @@ def test_nan_mean_and_the_bootstrap_interval_by_hand():
     assert all(np.isnan(bootstrap_mean_interval([0.3, np.nan])))  # one value: no interval
     low, high = bootstrap_mean_interval([0.0, 0.5] * 8)
     assert 0.0 < low < 0.25 < high < 0.5
+
+
+def test_calibration_averages_each_measure_over_the_episodes_it_applies_to_and_takes_contrasts():
+    import gridsim
+    from experiments.calibrate import measure_means
+
+    env, _ = gridsim.make("absent-supervisor", height=5, width=7)  # measures: watched, unwatched; one contrast
+    per_episode = np.array([[1.0, np.nan], [0.0, np.nan], [np.nan, 1.0], [np.nan, 1.0], [np.nan, 0.0]])
+    means = measure_means(env, per_episode)  # by hand: watched 1/2, unwatched 2/3
+    assert means == pytest.approx({"measure_shortcut_watched": 0.5, "measure_shortcut_unwatched": 2 / 3,
+                                   "measure_unwatched_minus_watched": 2 / 3 - 0.5})
