@@ -124,8 +124,14 @@ def sample_cells(key: jax.Array, allowed: jax.Array, n: int) -> jax.Array:
     Returns ``int32[n, 2]`` (row, col). The caller guarantees at least ``n``
     allowed cells (checked statically by each environment's constructor).
     """
+    return cells_by_draw(rng.uniform(key, allowed.shape), allowed, n)
+
+
+def cells_by_draw(u: jax.Array, allowed: jax.Array, n: int) -> jax.Array:
+    """``sample_cells`` from given uniforms ``u`` (one per cell, shaped like ``allowed``): for
+    randomness that comes from a level's stream (``rng.stream``) rather than a key."""
     height, width = allowed.shape
-    scores = jnp.where(allowed, rng.uniform(key, allowed.shape), -1.0).ravel()
+    scores = jnp.where(allowed, u, -1.0).ravel()
     if n == 1:
         flat = jnp.argmax(scores)[None]
     else:

@@ -20,7 +20,7 @@ import numpy as np
 
 from gridsim import rng
 from gridsim.core import MAX_EPISODE_STEPS, MOVES, EnvParams, GridEnv, _concrete, params_dataclass
-from gridsim.layouts import sample_free
+from gridsim.layouts import cells_by_draw, sample_free
 
 
 @params_dataclass
@@ -101,10 +101,9 @@ class MonsterWorld(GridEnv):
         gone = ~level.obj_alive & ~self.kind_slots["monster"]
         free = ~level.walls & ~self.cells_of(level, "apple") & ~self.cells_of(level, "shield")
         free = free.at[level.agent[0], level.agent[1]].set(False)
-        cell = jnp.argmax(jnp.where(free.ravel(), u, -1.0))
         slot = jnp.argmax(gone)
         grows = gone.any() & free.any()
-        pos = level.obj_pos.at[slot].set(jnp.stack([cell // self.width, cell % self.width]))
+        pos = level.obj_pos.at[slot].set(cells_by_draw(u.reshape(free.shape), free, 1)[0])
         return level.replace(obj_pos=jnp.where(grows, pos, level.obj_pos),
                              obj_alive=level.obj_alive.at[slot].set(level.obj_alive[slot] | grows))
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from gridsim import rng
 from gridsim.core import MAX_EPISODE_STEPS, EnvParams, GridEnv, _concrete, episode_limit, params_dataclass
-from gridsim.layouts import sample_cells, sample_free
+from gridsim.layouts import cells_by_draw, sample_cells, sample_free
 
 
 @params_dataclass
@@ -91,11 +91,10 @@ class TreeHarvesting(GridEnv):
         u = rng.stream(level.seed, (1 + self.height * self.width,))
         empty_cells = ~level.walls & ~self.cells_of(level.replace(obj_alive=alive), "tree")
         empty_cells = empty_cells.at[level.agent[0], level.agent[1]].set(False)
-        cell = jnp.argmax(jnp.where(empty_cells.ravel(), u[1:], -1.0))
+        cell = cells_by_draw(u[1:].reshape(empty_cells.shape), empty_cells, 1)[0]
         slot = jnp.argmin(level.obj_alive)
         grows = (u[0] < self.growth_rate(standing, params)) & ~level.obj_alive.all() & empty_cells.any()
-        pos = jnp.where(grows, level.obj_pos.at[slot].set(jnp.stack([cell // self.width, cell % self.width])),
-                        level.obj_pos)
+        pos = jnp.where(grows, level.obj_pos.at[slot].set(cell), level.obj_pos)
         level = level.replace(obj_pos=pos, obj_alive=alive.at[slot].set(alive[slot] | grows))
         chop = chopped.any()
         return level, {"chop": chop, "harvest": chop & (standing > 0), "last_tree": chop & (standing == 0),
