@@ -45,7 +45,7 @@ class MonsterWorld(GridEnv):
     goals_apart_in_training = True
     mobile_kinds = ("monster",)
     stochastic = True
-    uses_inventory = True  # shields held
+    uses_inventory = True  # shields held, one cell each along the top row (with regrow, as many as fit)
     memory_size = 1  # apples eaten this episode: training success, when eaten apples grow back
     small_options = dict(height=6, width=6, apples=2, shields=3, monsters=1, max_steps_in_episode=60)
 
