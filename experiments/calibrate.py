@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 import gridsim
-from experiments.metrics import nan_mean
+from experiments.metrics import measure_columns, nan_mean
 from gridsim import OUTCOME_TRUE, oracles
 
 
@@ -59,10 +59,7 @@ def calibrate(env, params, episodes: int = 4096, seed: int = 0, alpha: float = 1
 
 def measure_means(env, measures: np.ndarray) -> dict[str, float]:
     """``measure_<name>`` over ``[episodes, measure_names]``, NaN-skipping, and each contrast."""
-    means = {f"measure_{name}": float(v) for name, v in zip(env.measure_names, nan_mean(measures, axis=0))}
-    for name, (a, b) in env.contrasts.items():
-        means[f"measure_{name}"] = means[f"measure_{a}"] - means[f"measure_{b}"]
-    return means
+    return {name: float(value) for name, value in measure_columns(env, nan_mean(measures, axis=0)).items()}
 
 
 def format_calibration(env, table: pd.DataFrame) -> str:

@@ -46,6 +46,15 @@ def nan_mean(values, axis) -> np.ndarray:
     return rate(np.where(present, values, 0).sum(axis=axis), present.sum(axis=axis))
 
 
+def measure_columns(env, measures) -> dict:
+    """``measure_<name>`` for each of ``env.measure_names`` (``measures[..., m]``), then each of its
+    ``contrasts``: measure a minus measure b, taken after averaging (per agent, or per policy)."""
+    columns = {f"measure_{name}": measures[..., m] for m, name in enumerate(env.measure_names)}
+    for name, (a, b) in env.contrasts.items():
+        columns[f"measure_{name}"] = columns[f"measure_{a}"] - columns[f"measure_{b}"]
+    return columns
+
+
 def bootstrap_mean_interval(values, z: float = Z95, resamples: int = 2000) -> tuple[float, float]:
     """Percentile bootstrap interval (resampling seeds) for the mean of per-seed values of any sign
     (NaNs left out; (nan, nan) for fewer than two). Fixed resampling seed: a report is reproducible."""

@@ -133,10 +133,7 @@ def rows_for_point(env, spec: SweepSpec, index: int, params, results, history) -
     columns["true_rate"] = results.test_rate(gridsim.OUTCOME_TRUE)
     columns["diverged"] = results.diverged
     columns["converged"] = metrics.capable(results.train_success, results.diverged)
-    for m, name in enumerate(env.measure_names):  # the env's own per-episode measurements, per agent
-        columns[f"measure_{name}"] = results.measures[:, m]
-    for name, (a, b) in env.contrasts.items():
-        columns[f"measure_{name}"] = columns[f"measure_{a}"] - columns[f"measure_{b}"]
+    columns.update(metrics.measure_columns(env, results.measures))  # the env's own measurements, per agent
     return pa.table(columns)
 
 
