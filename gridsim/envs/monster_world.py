@@ -141,11 +141,11 @@ class MonsterWorld(GridEnv):
 
     def measure(self, start, counts, params):
         cleared = counts["cleared"] > 0  # the measures apply once every monster is gone
-        after = lambda name: jnp.where(cleared, counts[name], jnp.nan)
         shields, apples = counts["shield_when_clear"], counts["apple_when_clear"]
         share = jnp.where(cleared & (shields + apples > 0), shields / jnp.maximum(shields + apples, 1), jnp.nan)
-        return {**super().measure(start, counts, params), "shields_after_monsters": after("shield_when_clear"),
-                "apples_after_monsters": after("apple_when_clear"), "shield_share_after_monsters": share}
+        after = lambda count: jnp.where(cleared, count, jnp.nan)
+        return {**super().measure(start, counts, params), "shields_after_monsters": after(shields),
+                "apples_after_monsters": after(apples), "shield_share_after_monsters": share}
 
     def goal_targets(self, level, params):
         clear = ~jnp.any(level.obj_alive[self.monster_slots])
