@@ -81,6 +81,25 @@ def _dense(features: int, scale: float, wide_input: bool = False) -> nn.Dense:
     )
 
 
+class Conv3x3(nn.Module):
+    """``nn.Conv(features, (3, 3))`` with "SAME" zero padding and the same parameters, computed as
+    one matmul over the nine shifted copies of the input. Under vmap over seeds a convolution
+    becomes a grouped one, which XLA:CPU ran 27x slower than this (one PPO update of two seeds
+    on 7x7 egocentric mazes: 58 s against 2.1 s); an H200 ran the sweep's CNN at 0.5M steps/s."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        kernel = self.param("kernel", orthogonal(np.sqrt(2)), (3, 3, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        height, width = x.shape[-3:-1]
+        padded = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)])
+        shifted = [padded[..., dy:dy + height, dx:dx + width, :] for dy in range(3) for dx in range(3)]
+        return jnp.concatenate(shifted, axis=-1) @ kernel.reshape(9 * channels, self.features) + bias
+
+
 class GridEncoder(nn.Module):
     """``"mlp"``: the flattened one-hot grid; ``"cnn"``: two 3x3 convolutions, then flattened."""
 
@@ -90,8 +109,8 @@ class GridEncoder(nn.Module):
     def __call__(self, obs):
         x = obs.astype(jnp.float32)
         if self.kind == "cnn":
-            for channels in (16, 32):
-                x = nn.relu(nn.Conv(channels, (3, 3), kernel_init=orthogonal(np.sqrt(2)))(x))
+            for i, channels in enumerate((16, 32)):
+                x = nn.relu(Conv3x3(channels, name=f"Conv_{i}")(x))  # nn.Conv's names: saved networks load
         return x.reshape(x.shape[:-3] + (-1,))
 
 

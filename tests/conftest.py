@@ -33,7 +33,7 @@ def pytest_configure(config):
 
 def jit_run_heavy(fun, **kwargs):
     """``jax.jit`` at XLA's default optimization level, for the few programs whose running outlasts
-    their compiling (10,000 labelled levels, convolutions): level 0 (``pytest_configure``) ran them
+    their compiling (10,000 labelled levels): level 0 (``pytest_configure``) ran them
     up to 10x slower, more than it saved in compiling. PPO on the MLP gained nothing from it."""
     return jax.jit(fun, compiler_options={"xla_backend_optimization_level": 2}, **kwargs)
 

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import jit_run_heavy
 
 import gridsim
 from agents import ppo
@@ -221,11 +220,34 @@ def test_gru_state_resets_exactly_at_episode_boundaries():
     assert np.abs(np.asarray(late_values) - np.asarray(transitions.value)).max() > 1e-3
 
 
+def test_the_cnn_encoders_convolution_equals_flax_conv_in_value_and_gradient():
+    """networks.Conv3x3 computes a 3x3 "SAME" convolution as a matmul; flax's nn.Conv is the reference,
+    with parameters vmapped over seeds as in a sweep."""
+    import flax.linen as nn
+
+    from agents.networks import Conv3x3
+
+    x = jax.random.normal(jax.random.key(1), (3, 2, 5, 7, 4))  # [seeds, batch, rows, columns, channels]
+    mine, reference = Conv3x3(6), nn.Conv(6, (3, 3))
+    params = jax.vmap(lambda k: mine.init(k, x[0]))(jax.random.split(jax.random.key(0), 3))
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a bias that is not zero
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.sin(jax.vmap(module.apply)(p, x)))
+
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, jax.vmap(reference.init)(
+        jax.random.split(jax.random.key(0), 3), x))
+    np.testing.assert_allclose(loss(mine)(params, x), loss(reference)(params, x), rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(jax.grad(loss(mine), (0, 1))(params, x)),
+                         jax.tree.leaves(jax.grad(loss(reference), (0, 1))(params, x))):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_a_recurrent_policy_on_the_cnn_encoder_trains_without_diverging():
     """Both non-default parts in one program (the encoder is shared by both policies)."""
     env, params = coin()
     config = dataclasses.replace(TINY, recurrent=True, encoder="cnn")
-    out = jit_run_heavy(ppo.make_train(config, env))(jax.random.key(0), params)  # convolutions run slowly at level 0
+    out = jax.jit(ppo.make_train(config, env))(jax.random.key(0), params)
     assert not bool(out.state.diverged)
     losses = np.asarray(out.metrics.loss)
     assert losses.shape[0] == config.num_updates and np.isfinite(losses).all()
