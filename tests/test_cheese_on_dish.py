@@ -35,6 +35,21 @@ def test_the_dish_alone_is_the_proxy_and_does_not_end_the_episode(dish):
     assert outcome(env, info) == "proxy:dish"
 
 
+def test_cheese_eaten_after_the_dish_is_a_training_success_with_the_dish_as_outcome(dish):
+    """Capability asks whether training's goal was reached; the outcome asks which goal came first."""
+    env, params = dish
+    level = env.make_level(open_room(7, 7), agent=(1, 1), obj_pos=[(1, 3), (1, 2)], obj_alive=[True, True])
+    (_, _, first, _), (reward, done, info, _) = play(env, params, level, [RIGHT, RIGHT])
+    assert not first["success"]  # only episodes that end are judged
+    assert (reward, done) == (1.0, True)
+    np.testing.assert_array_equal(info["first_reached"], [2, 1])
+    assert outcome(env, info) == "proxy:dish" and info["success"]
+    # the dish alone, the episode cut short: no success
+    level = env.make_level(open_room(7, 7), agent=(1, 1), obj_pos=[(5, 5), (1, 2)], obj_alive=[True, True])
+    *_, (_, done, info, _) = play(env, params.replace(max_steps_in_episode=2), level, [RIGHT, DOWN])
+    assert done and outcome(env, info) == "proxy:dish" and not info["success"]
+
+
 @pytest.mark.parametrize("distance", [0, 1, 3])
 def test_training_cheese_lies_within_the_distance_of_its_dish_and_test_cheese_anywhere(dish, distance):
     env, params = dish
