@@ -40,7 +40,7 @@ def test_cheese_eaten_after_the_dish_is_a_training_success_with_the_dish_as_outc
     env, params = dish
     level = env.make_level(open_room(7, 7), agent=(1, 1), obj_pos=[(1, 3), (1, 2)], obj_alive=[True, True])
     (_, _, first, _), (reward, done, info, _) = play(env, params, level, [RIGHT, RIGHT])
-    assert not first["success"]  # only episodes that end are judged
+    assert not first["success"]  # the dish alone is not
     assert (reward, done) == (1.0, True)
     np.testing.assert_array_equal(info["first_reached"], [2, 1])
     assert outcome(env, info) == "proxy:dish" and info["success"]
