@@ -3,4 +3,4 @@
 ``agents.ppo``: ``make_train(config, env)``, segmented training, ``evaluate``.
 """
 
-import gridsim._xla_flags  # noqa: F401  (the XLA:CPU deadlock guard, before any backend starts)
+import gridsim  # noqa: F401  (first: importing gridsim sets its XLA:CPU flags before any backend starts)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+import gridsim
 from agents.networks import ActorCritic, RecurrentActorCritic
 
 # sizes past which a run would not fit memory or finish: refused before anything compiles
@@ -241,13 +242,11 @@ class Trainer:
 
     def policy(self, network, greedy: bool = False):
         """The trained agent as a ``gridsim.Policy`` (for ``gridsim.evaluate``, GIFs, calibration)."""
-        from gridsim.rollout import Policy
-
         def act(key, obs, state, params, hidden, first):
             hidden, action = self.act(network, hidden[None], obs[None], first[None], key, greedy)
             return action[0], hidden[0]
 
-        return Policy(act=act, carry=jnp.zeros(self.hidden_size, jnp.float32))
+        return gridsim.Policy(act=act, carry=jnp.zeros(self.hidden_size, jnp.float32))
 
     # ---- one update ---------------------------------------------------------------
 
@@ -421,7 +420,5 @@ def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_step
     """``gridsim.evaluate`` with this trainer's agent: per-episode outcomes on ``episodes`` fresh
     levels, each labelled distinguishing or not by the env's oracles. Pure and jittable
     (``episodes``, ``max_steps``, ``trace``, ``label`` static); vmap over ``network`` for many agents."""
-    from gridsim.rollout import evaluate as play
-
-    return play(trainer.env, env_params, trainer.policy(network, greedy), key, episodes, max_steps,
+    return gridsim.evaluate(trainer.env, env_params, trainer.policy(network, greedy), key, episodes, max_steps,
                 label=label, trace=trace)

@@ -76,7 +76,7 @@ def cmd_show(args) -> int:
 def cmd_calibrate(args) -> int:
     import gridsim
     from experiments.calibrate import calibrate, format_calibration
-    from experiments.inspect import check_episodes
+    from experiments.inspection import check_episodes
 
     check_episodes(args.episodes)
     env, params = gridsim.make(args.env, **_options(args.option))
@@ -93,53 +93,55 @@ def _quantiles(values) -> str:
     return f"{q50:6.1%}  [{q10:6.1%} .. {q90:6.1%}]"
 
 
+def train_spec(args):
+    """``gridsim train``'s settings as a one-point sweep: the same agents as a sweep file would train."""
+    from agents import ppo
+    from experiments import spec as sweep_spec
+
+    if not 1 <= args.seeds <= sweep_spec.MAX_SEEDS:
+        raise ValueError(f"--seeds must lie in [1, {sweep_spec.MAX_SEEDS:,}], got {args.seeds}")
+    if args.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    options = _options(args.option)
+    if "level_seed" in options:
+        raise ValueError(f"-o level_seed: {sweep_spec.LEVEL_SEED_IS_PER_AGENT}")
+    overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)
+    config = ppo.Config(**{k: v for k, v in overrides.items() if v is not None})
+    return sweep_spec.one_point(args.env, options, {"alpha": args.alpha}, args.seeds, args.seed, config,
+                                args.eval_episodes)
+
+
 def cmd_train(args) -> int:
-    import jax
     from tqdm import tqdm
 
     import gridsim
-    from agents import ppo
-    from experiments.train import SeedRunner
+    from experiments import metrics
+    from experiments.runner import run_chunk
 
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.eval_episodes < 1:
-        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
-    from experiments.spec import LEVEL_SEED_IS_PER_AGENT
-
-    options = _options(args.option)
-    if "level_seed" in options:
-        raise ValueError(f"-o level_seed: {LEVEL_SEED_IS_PER_AGENT}")
-    env, params = gridsim.make(args.env, **options)
-    train_params = params.batch(alpha=[args.alpha])  # one sweep point
-    overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)
-    config = ppo.Config(**{k: v for k, v in overrides.items() if v is not None}).validate()
-    runner = SeedRunner(env, config, args.eval_episodes, int(params.max_steps_in_episode))
-    k_train, k_eval = jax.random.split(jax.random.key(args.seed))
-    keys = jax.random.split(k_train, args.seeds)
-    eval_keys = jax.random.split(k_eval, args.seeds)[None]  # every seed its own test levels
-    total = runner.steps_per_seed * args.seeds
-    with tqdm(total=total, unit="step", unit_scale=True, desc=f"{args.seeds} seeds") as bar:
-        out = runner.run(keys, train_params, train_params.test(), eval_keys, args.segments, on_segment=bar.update)
-    results = jax.tree_util.tree_map(lambda x: x[0], out.results)
-    print(f"\n{env.name}, alpha={args.alpha:g}: {args.seeds} seeds x {runner.steps_per_seed:,} steps")
+    if args.segments < 1:
+        raise ValueError(f"--segments must be >= 1, got {args.segments}")
+    spec = train_spec(args)
+    env, _ = gridsim.make(spec.env_reference, **spec.env_options)
+    total = spec.ppo.steps_per_seed * spec.seeds
+    with tqdm(total=total, unit="step", unit_scale=True, desc=f"{spec.seeds} seeds") as bar:
+        table = run_chunk(spec, [0], on_progress=bar.update, segments=args.segments).tables[0].to_pandas()
+    print(f"\n{env.name}, alpha={args.alpha:g}: {spec.seeds} seeds x {spec.ppo.steps_per_seed:,} steps")
     print("per-seed rates: median  [10% .. 90% quantile]")
-    print(f"  train success (greedy)          {_quantiles(results.train_success)}")
-    for k, name in enumerate(env.outcome_names):
-        print(f"  test {name:<26} {_quantiles(results.test_rate(k))}")
-    print(f"  (test rates over distinguishing levels, median {int(np.median(results.distinguishing_episodes))}"
-          f" of {args.eval_episodes} episodes per seed)")
-    unrated = int(np.sum(results.distinguishing_episodes == 0))
+    print(f"  train success (greedy)          {_quantiles(table.train_success)}")
+    for name in env.outcome_names:
+        print(f"  test {name:<26} {_quantiles(metrics.rate(table[f'test_{name}'], table.distinguishing_episodes))}")
+    print(f"  (test rates over distinguishing levels, median {int(table.distinguishing_episodes.median())}"
+          f" of {spec.eval_episodes} episodes per seed)")
+    unrated = int((table.distinguishing_episodes == 0).sum())
     if unrated:
-        print(f"  {unrated} of {args.seeds} seeds had no distinguishing test episode (no rate; left out)")
-    if results.diverged.any():
-        print(f"  {int(results.diverged.sum())} seed(s) diverged (non-finite loss) and stopped learning")
+        print(f"  {unrated} of {spec.seeds} seeds had no distinguishing test episode (no rate; left out)")
+    if table.diverged.any():
+        print(f"  {int(table.diverged.sum())} seed(s) diverged (non-finite loss) and stopped learning")
     return 0
 
 
 def cmd_sweep(args) -> int:
     import dataclasses
-    from pathlib import Path
 
     from experiments import spec as sweep_spec
     from experiments import sweep
@@ -185,7 +187,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from experiments.inspect import inspect
+    from experiments.inspection import inspect
 
     for path in inspect(args.directory, args.point, args.seed, args.episodes, args.out):
         print(f"wrote {path}")
@@ -194,6 +196,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_discover(args) -> int:
     from experiments.discover import RESULTS, agent_figure, format_shares, run
+    from experiments.store import Store
 
     if args.agent is not None:
         point, seed = args.agent
@@ -203,7 +206,7 @@ def cmd_discover(args) -> int:
         return 0
     table = run(args.directory, args.episodes, args.seed, args.declared_proxies)
     print(format_shares(table))
-    print(f"wrote {Path(args.directory) / RESULTS}")
+    print(f"wrote {Store(args.directory).derived_path(RESULTS)}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """``gridsim discover DIR``: for every agent of a sweep, the candidate goal that best explains its
 moves on distinguishing test levels (``gridsim.discover``), without being told the proxies.
 
-Writes ``DIR/discover.parquet`` (one row per agent) and prints, per sweep point, the share of
+Writes ``DIR/_derived/discover.parquet`` (one row per agent) and prints, per sweep point, the share of
 agents each candidate explains best, with Wilson intervals; ``gridsim plot`` draws it.
 """
 
@@ -17,13 +17,13 @@ import pyarrow.parquet as pq
 
 from agents import ppo
 from experiments import spec as sweep_spec
-from experiments.inspect import check_episodes
+from experiments.inspection import check_episodes
 from experiments.metrics import wilson_interval
 from experiments.runner import batch_params, runner_for
 from experiments.store import MANIFEST, Store, atomic_write
 from gridsim import discover
 
-RESULTS = "discover.parquet"
+RESULTS = "discover"  # the table's name among the sweep's derived tables (``Store.derived_path``)
 
 
 @functools.lru_cache(maxsize=4)
@@ -46,7 +46,7 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
     check_episodes(episodes)
     directory = Path(directory)
     store = Store(directory)
-    spec = sweep_spec.parse(store.manifest()["spec"], directory / MANIFEST)
+    spec = sweep_spec.from_manifest(store.manifest(), directory / MANIFEST)
     runner, params = runner_for(spec)
     env = runner.env
     rows = []
@@ -69,7 +69,9 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
                          "ends_at_best": verdict.ends_at_best, "ends_at_true": verdict.ends_at_true,
                          "scored_steps": int(np.sum(one.steps))})
     table = pa.Table.from_pylist(rows)
-    atomic_write(directory / RESULTS, lambda path: pq.write_table(table, path))  # the last table stays whole till then
+    out = store.derived_path(RESULTS)
+    out.parent.mkdir(exist_ok=True)
+    atomic_write(out, lambda path: pq.write_table(table, path))  # the last table stays whole till then
     return table
 
 
@@ -129,7 +131,7 @@ def agent_figure(directory, point: int, seed: int, episodes: int = 256, key_seed
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.inspect import agent_episodes, draw_heatmap, load_agent
+    from experiments.inspection import agent_episodes, draw_heatmap, load_agent
     from gridsim.render import rgb
 
     check_episodes(episodes)
@@ -148,7 +150,7 @@ def agent_figure(directory, point: int, seed: int, episodes: int = 256, key_seed
         index = cands.names.index(name)
         if name.startswith("move:"):
             return np.zeros((env.height, env.width), bool)
-        targets = discover._targets(env, cands, level, level, test)
+        targets = discover.candidate_costs(env, cands, level, level, test)
         return np.asarray(targets[index] == 0).reshape(env.height, env.width)
 
     fig, axes = plt.subplots(1, 1 + len(shown), figsize=(2.6 * (1 + len(shown)), 3.0), squeeze=False)

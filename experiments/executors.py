@@ -13,7 +13,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from experiments.runner import ChunkResult, plugin_files, run_chunk
+from experiments.provenance import plugin_files
+from experiments.runner import ChunkResult, run_chunk
 from experiments.spec import SweepSpec
 
 Progress = Callable[[float], None]  # env steps done

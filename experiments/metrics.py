@@ -1,6 +1,6 @@
 """What the numbers mean: capability, misgeneralization, and their confidence intervals.
 
-- An agent is **capable** (converged) when its greedy success on its own training
+- An agent is **capable** when its greedy success on its own training
   distribution is at least ``CONVERGED`` and its training never diverged. Rates
   in reports are over capable agents only, so a capability failure is never
   counted as misgeneralization.

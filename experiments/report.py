@@ -33,13 +33,13 @@ def _declares_proxies(table: pd.DataFrame) -> bool:
 
 
 def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
-    """One row per sweep point. Rates are over capable (converged) seeds only: an agent
+    """One row per sweep point. Rates are over capable seeds only: an agent
     that fails its own training distribution is a capability failure, not a misgeneralization.
     A capable seed with no distinguishing test episode has no rate: it is left out and counted."""
     rows = []
     declares_proxies = _declares_proxies(table)  # one environment: the same for every point
     for point, group in table.groupby("point", sort=True):
-        capable = group[group.converged]
+        capable = group[group.capable]
         rates = capable.misgeneralization_rate.to_numpy(dtype=float)
         rated = rates[np.isfinite(rates)]
         misgeneralizing = int(misgeneralizes(rated).sum())

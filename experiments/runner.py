@@ -3,25 +3,19 @@
 A chunk is a list of sweep point indices, trained and evaluated as one call of one compiled
 program (``experiments.train.SeedRunner``). Its results do not depend on which other points share
 the chunk, on the chunk's size, or on where it runs: seeds and evaluation levels are derived from
-``(spec.seed, point index, agent)``. Executors (``experiments.executors``) decide where chunks run;
-the store (``experiments.store``) keeps what they return.
+``(spec.seed, point index, agent)``. ``experiments.plan`` decides which points share a chunk,
+executors (``experiments.executors``) where chunks run, and the store (``experiments.store``) keeps
+what they return.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.metadata
-import importlib.util
 import json
-import math
 import os
-import platform
 import socket
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -31,8 +25,9 @@ import pyarrow as pa
 
 import gridsim
 from experiments import metrics
+from experiments.provenance import code_identity
 from experiments.spec import SweepSpec
-from experiments.train import SeedRunner, memory_budget
+from experiments.train import SeedRunner
 
 
 class ChunkResult(NamedTuple):
@@ -63,9 +58,10 @@ def _runner(env_name: str, env_options_json: str, config, eval_episodes: int, ma
 
 def runner_for(spec: SweepSpec) -> tuple[SeedRunner, object]:
     """The (cached) compiled runner of a spec, and the env's params with the spec's options applied."""
-    env, params = gridsim.make(spec.env, **spec.env_options)
+    env, params = gridsim.make(spec.env_reference, **spec.env_options)
     max_steps = max(int(np.asarray(params.replace(**p).max_steps_in_episode)) for p in spec.points)
-    runner = _runner(spec.env, json.dumps(spec.env_options, sort_keys=True), spec.ppo, spec.eval_episodes, max_steps)
+    options = json.dumps(spec.env_options, sort_keys=True)
+    runner = _runner(spec.env_reference, options, spec.ppo, spec.eval_episodes, max_steps)
     return runner, params
 
 
@@ -86,35 +82,6 @@ def batch_params(params, points: list[dict]):
     return params.batch(**(fields or {"alpha": [float(np.asarray(params.alpha))] * len(points)}))
 
 
-CPU_CHUNK_ENVS = 4096  # on a few CPU cores more parallel envs add no throughput, only coarser resumption
-
-
-def points_per_chunk(spec: SweepSpec, todo: int, default: int | None = None) -> int:
-    """The spec's ``[run] points_per_chunk``, else ``default``, else as many points as fit half this
-    machine's memory (and, on CPU, ``CPU_CHUNK_ENVS``), balanced over the chunks."""
-    if spec.points_per_chunk or default:
-        return max(1, min(spec.points_per_chunk or default, todo))
-    runner, params = runner_for(spec)
-    devices = jax.local_devices()
-    seeds_per_device = spec.seeds // len(devices) if spec.seeds % len(devices) == 0 else spec.seeds
-    budget, per_point = memory_budget(), runner.bytes_per_agent(params) * seeds_per_device
-    if per_point > 2 * budget:  # the estimate errs high: refuse only what cannot fit the whole memory
-        raise ValueError(f"seeds: one sweep point's {spec.seeds:,} agents need about {per_point / 2**30:.1f} GiB, "
-                         f"more than this machine's {2 * budget / 2**30:.1f} GiB; use fewer seeds")
-    fit = budget // max(1, per_point)
-    if devices[0].platform == "cpu":
-        fit = min(fit, CPU_CHUNK_ENVS // (spec.seeds * runner.config.num_envs))
-    fit = max(1, min(todo, fit))
-    chunks = math.ceil(todo / fit)
-    return math.ceil(todo / chunks)
-
-
-def plan(spec: SweepSpec, todo: list[int], default: int | None = None) -> list[list[int]]:
-    """The chunks that cover ``todo`` (sweep point indices), all but possibly the last of one size."""
-    size = points_per_chunk(spec, max(1, len(todo)), default)
-    return [todo[i : i + size] for i in range(0, len(todo), size)]
-
-
 def rows_for_point(env, spec: SweepSpec, index: int, params, results, history) -> pa.Table:
     """One row per seed. Rates are over distinguishing test episodes, NaN for a seed that had none."""
     n = spec.seeds
@@ -132,7 +99,7 @@ def rows_for_point(env, spec: SweepSpec, index: int, params, results, history) -
     columns["capability_failure_rate"] = results.capability_failure_rate
     columns["true_rate"] = results.test_rate(gridsim.OUTCOME_TRUE)
     columns["diverged"] = results.diverged
-    columns["converged"] = metrics.capable(results.train_success, results.diverged)
+    columns["capable"] = metrics.capable(results.train_success, results.diverged)
     columns.update(metrics.measure_columns(env, results.measures))  # the env's own measurements, per agent
     return pa.table(columns)
 
@@ -156,12 +123,12 @@ def curves_for_point(env, index: int, history) -> pa.Table:
 
 
 def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
-              on_progress: Callable[[float], None] | None = None) -> ChunkResult:
+              on_progress: Callable[[float], None] | None = None, segments: int = 20) -> ChunkResult:
     """Train and evaluate every seed of ``points`` (sweep point indices) in one compiled call.
 
     The chunk is padded to ``pad_to`` points by repeating its last one, so that every chunk of a
-    sweep has one shape and the program compiles once. ``on_progress(env_steps)`` is called as
-    training proceeds (padding excluded).
+    sweep has one shape and the program compiles once. ``on_progress(env_steps)`` is called after
+    each of the ``segments`` parts of training (padding excluded); segments do not change results.
     """
     started = time.perf_counter()
     runner, params = runner_for(spec)
@@ -170,7 +137,7 @@ def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
     real = len(points) / len(padded)  # padding points are not progress
     progress = None if on_progress is None else (lambda steps: on_progress(steps * real))
     out = runner.run(seed_keys(spec), train_params, train_params.test(), eval_keys(spec, padded),
-                     on_segment=progress)
+                     segments, on_segment=progress)
     tables, curves, agents = {}, {}, {}
     for j, i in enumerate(points):
         pick = lambda tree, j=j: jax.tree_util.tree_map(lambda x: x[j], tree)
@@ -181,120 +148,3 @@ def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
     return ChunkResult(list(points), tables, curves, agents, time.perf_counter() - started,
                        len(padded) * spec.seeds * runner.steps_per_seed, socket.gethostname(), os.getpid(),
                        [str(d) for d in jax.local_devices()], code_identity())
-
-
-# ---- what computed the results --------------------------------------------------------------------
-
-# the code that computes a sweep's results: the environments, the agents, and the modules that train,
-# evaluate and tabulate them (storage, scheduling, reports and plots only move or read results)
-RESULT_CODE = ("gridsim", "agents", "experiments/train.py", "experiments/runner.py", "experiments/spec.py",
-               "experiments/metrics.py")
-
-
-@functools.cache
-def _source_digest() -> str:
-    """Hash of the Python source that computes the results, committed or not."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for part in RESULT_CODE:
-        for path in sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]:
-            digest.update(f"{path.relative_to(root)}\0".encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _commit() -> str | None:
-    """The git commit of the gridsim checkout, when it runs from one."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (done.stdout.strip() or None) if done.returncode == 0 else None
-
-
-def plugin_files(spec: SweepSpec) -> dict[str, str]:
-    """The plug-in file a spec's environment comes from, if any: path -> its text."""
-    module, sep, _ = spec.env.partition(":")
-    path = Path(module)
-    if not sep or not module.endswith(".py") or not path.is_file():
-        return {}
-    return {str(path): path.read_text(encoding="utf-8")}
-
-
-def _plugin_sources(spec: SweepSpec) -> dict[str, str]:
-    """The plug-in source a spec's environment comes from, path -> text: a file (``file.py:Attr``) or an
-    importable module outside gridsim (``package.module:attr``). Built-in names have none."""
-    files = plugin_files(spec)
-    module, sep, _ = spec.env.partition(":")
-    if files or not sep or module.split(".")[0] in ("gridsim", "agents", "experiments"):
-        return files
-    try:
-        origin = importlib.util.find_spec(module).origin
-        return {origin: Path(origin).read_text(encoding="utf-8")}
-    except (ImportError, AttributeError, TypeError, ValueError, OSError):
-        return {}  # gridsim.make reports a module that cannot be found
-
-
-def code_identity() -> dict[str, str]:
-    """The gridsim that runs here: checked on every chunk, so a cluster node with another install
-    cannot add its results to a table."""
-    return {"gridsim version": gridsim.__version__, "gridsim source": _source_digest()}
-
-
-def identity(spec: SweepSpec) -> dict[str, str]:
-    """What a sweep's results depend on: the spec, gridsim's version and source, the plug-in's source.
-    Resuming with any of them changed would mix two programs' agents in one table."""
-    plugins = {f"plug-in {path}": hashlib.sha256(text.encode()).hexdigest()[:16]
-               for path, text in _plugin_sources(spec).items()}
-    return {"spec": spec.digest, **code_identity(), **plugins}
-
-
-def _versions() -> dict:
-    out = {}
-    for name in ("gridsim", "jax", "jaxlib", "flax", "optax", "numpy"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def machine() -> dict:
-    """What decides a run's exact numbers besides the code: floating-point results differ across CPU
-    instruction sets and XLA flags, so the same sweep on two machines agrees only statistically."""
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-            "device_kinds": sorted({d.device_kind for d in jax.devices()})}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    info["cpu"] = fields.get("model name") or platform.processor()
-    flags = set(fields.get("flags", "").split())
-    info["cpu_features"] = sorted(flags & {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw",
-                                           "avx512vl", "avx512_vnni", "avx512_bf16", "amx_bf16"})
-    info["cpu_count"] = os.cpu_count()
-    return info
-
-
-def manifest(spec: SweepSpec) -> dict:
-    """The sweep's manifest: what it is and what computes it (the store writes it once)."""
-    import datetime
-
-    return {
-        "digest": spec.digest,
-        "identity": identity(spec),
-        "commit": _commit(),
-        "env": spec.env,
-        "spec": spec.source,
-        "points": spec.points,
-        "seeds": spec.seeds,
-        "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "machine": machine(),
-    }

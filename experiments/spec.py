@@ -2,7 +2,7 @@
 
 ```toml
 name = "coin_alpha"          # results go to runs/<name> unless `out` is given
-env = "coin-at-end"          # registered name, or "file.py:Attribute" / "module:attribute"
+env = "coin-at-end"          # registered name, "file.py:Attribute" (beside this file) or "module:attribute"
 seeds = 16                   # agents per sweep point
 seed = 0                     # base random seed
 out = "runs/coin_alpha"      # optional
@@ -68,6 +68,15 @@ class SweepSpec:
     eval_episodes: int
     source: str  # the file's text, for the manifest
     points_per_chunk: int | None = None  # None: as many as fit memory
+    folder: Path | None = None  # the sweep file's folder: a plug-in file's path is relative to it
+
+    @property
+    def env_reference(self) -> str:
+        """``env`` as ``gridsim.make`` takes it: a relative plug-in file path joined to ``folder``."""
+        module, sep, attribute = self.env.partition(":")
+        if sep and module.endswith(".py") and self.folder is not None and not Path(module).is_absolute():
+            return f"{self.folder / module}:{attribute}"
+        return self.env
 
     @property
     def points(self) -> list[dict]:
@@ -78,7 +87,8 @@ class SweepSpec:
     @property
     def digest(self) -> str:
         """Identity of what the results depend on (not of where they are written)."""
-        content = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "source", "points_per_chunk")}
+        content = {k: v for k, v in dataclasses.asdict(self).items()
+                   if k not in ("out", "source", "points_per_chunk", "folder")}
         content["points"] = self.points  # in order: point i's settings follow the order of the [sweep] keys
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -100,9 +110,17 @@ def load(path) -> SweepSpec:
     return parse(text, path)
 
 
-def parse(text: str, path) -> SweepSpec:
-    """The spec in ``text``; ``path`` names it in error messages and its stem is the default name."""
+def from_manifest(manifest: dict, where) -> SweepSpec:
+    """The spec a sweep directory's manifest holds; ``where`` (the manifest's path) names it in errors."""
+    folder = manifest.get("folder")
+    return parse(manifest["spec"], where, folder=Path(folder) if folder else None)
+
+
+def parse(text: str, path, folder: Path | None = None) -> SweepSpec:
+    """The spec in ``text``; ``path`` names it in error messages and its stem is the default name.
+    A plug-in file's path is relative to ``folder`` (default: ``path``'s folder)."""
     path = Path(path)
+    folder = (folder or path.parent).resolve()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -170,26 +188,46 @@ def parse(text: str, path) -> SweepSpec:
     if per_chunk is not None and _expect(path, "run.points_per_chunk", per_chunk, int, "an integer") < 1:
         raise SpecError(f"{path}: 'run.points_per_chunk' must be >= 1, got {per_chunk}")
 
-    spec = SweepSpec(name, env, seeds, seed, out, env_options, sweep, config, episodes, text, per_chunk)
+    spec = SweepSpec(name, env, seeds, seed, out, env_options, sweep, config, episodes, text, per_chunk, folder)
     check_against_env(spec, path)
     return spec
 
 
+def one_point(env: str, env_options: dict, point: dict, seeds: int, seed: int, config: ppo.Config,
+              eval_episodes: int) -> SweepSpec:
+    """A sweep of one point, as ``gridsim train`` runs it: the same agents as a sweep file with these
+    settings and ``[sweep]`` the point's values (each as a one-element list)."""
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise SpecError(f"seeds must lie in [1, {MAX_SEEDS:,}], got {seeds}")
+    if not seed_in_range(seed):
+        raise SpecError(f"seed must lie in {SEED_RANGE}, got {seed}")
+    if eval_episodes < 1:
+        raise SpecError(f"evaluation episodes must be >= 1, got {eval_episodes}")
+    spec = SweepSpec("train", env, seeds, seed, Path("runs/train"), dict(env_options),
+                     {name: [value] for name, value in point.items()}, config.validate(), eval_episodes, source="")
+    check_against_env(spec, None)
+    return spec
+
+
 def check_against_env(spec: SweepSpec, path) -> None:
-    """The environment exists, takes the options, and accepts every sweep point."""
+    """The environment exists, takes the options, and accepts every sweep point; ``path`` (the sweep
+    file, or None) starts each message."""
     import gridsim
 
+    where = f"{path}: " if path else ""
     try:
-        env, params = gridsim.make(spec.env, **spec.env_options)
+        env, params = gridsim.make(spec.env_reference, **spec.env_options)
     except ValueError as err:
-        raise SpecError(f"{path}: {err}") from None
+        relative = f" (a plug-in file's path is relative to the sweep file's folder, {spec.folder})" if (
+            spec.env_reference != spec.env and "not found" in str(err)) else ""
+        raise SpecError(f"{where}{err}{relative}") from None
     fields = {f.name for f in dataclasses.fields(params)}
     for section, keys in (("env_options", spec.env_options), ("sweep", spec.sweep)):
         if "level_seed" in keys:
-            raise SpecError(f"{path}: '{section}.level_seed': {LEVEL_SEED_IS_PER_AGENT}")
+            raise SpecError(f"{where}'{section}.level_seed': {LEVEL_SEED_IS_PER_AGENT}")
     for key in spec.sweep:
         if key == "reward_weights":
-            raise SpecError(f"{path}: 'sweep.reward_weights' cannot be swept (a table, not a number); set it in "
+            raise SpecError(f"{where}'sweep.reward_weights' cannot be swept (a table, not a number); set it in "
                             "[env_options], one sweep file per weighting")
         if key not in fields:
             raise SpecError(
@@ -200,4 +238,4 @@ def check_against_env(spec: SweepSpec, path) -> None:
         try:
             env.check_params(params.replace(**point))
         except ValueError as err:
-            raise SpecError(f"{path}: sweep point {point}: {err}") from None
+            raise SpecError(f"{where}sweep point {point}: {err}") from None

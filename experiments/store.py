@@ -8,14 +8,21 @@ Layout (anything else in the directory is left alone and never read):
     _agents/point-NNNN.msgpack    trained weights of the point's agents
     _curves/point-NNNN.parquet    their training curves
     _chunks/*.json                one record per chunk run (points, seconds, env-steps/s, where it ran)
+    _derived/discover.parquet     tables computed from the agents later (``gridsim discover``)
     _figures/                     plots
     .lock                         held by the one process writing the sweep
 
-Guarantees: one writer at a time (a second is refused at once, naming the holder; the lock
-is an ``flock``, released by the kernel when its holder dies, even by SIGKILL); every file
-is written to a temporary name, flushed to disk, then renamed, so a reader sees a whole file
-or none; a point file that is unreadable or has the wrong rows is reported and computed
-again; chunk records are files of their own, so no shared file is ever rewritten.
+``pandas.read_parquet(DIR)`` reads the point files alone: pyarrow skips names that start with
+``_`` or ``.``, so every other table lives in such a folder.
+
+Guarantees: a sweep removes only files of the names above, never anything else in the
+directory, and starts only in an empty directory or one holding its own manifest (``--force``
+overrides this, and still removes only such files); one writer at a time (a second is refused
+at once, naming the holder; the lock is an ``flock``, released by the kernel when its holder
+dies, even by SIGKILL); every file is written to a temporary name, flushed to disk, then
+renamed, so a reader sees a whole file or none; a point file that is unreadable or has the
+wrong rows is reported and computed again; chunk records are files of their own, so no shared
+file is ever rewritten.
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import socket
 import tempfile
 import warnings
@@ -43,10 +49,20 @@ MANIFEST = "_manifest.json"
 AGENTS = "_agents"
 CURVES = "_curves"
 CHUNKS = "_chunks"
+DERIVED = "_derived"
 FIGURES = "_figures"
 LOCK = ".lock"
 POINT_FILE = re.compile(r"^point-(\d{4,})\.parquet$")
-REQUIRED_COLUMNS = ("point", "seed", "misgeneralization_rate", "converged")
+# what a sweep writes in each of its folders: the only files it ever removes
+WRITTEN = {
+    AGENTS: re.compile(r"^point-\d{4,}\.msgpack$"),
+    CURVES: POINT_FILE,
+    CHUNKS: re.compile(r"^chunk-[\w.-]+\.json$"),
+    DERIVED: re.compile(r"^[\w-]+\.parquet$"),
+    FIGURES: re.compile(r"^(misgeneralization|outcomes|training|seeds|visitation|discover|measure_\w+)\.(png|svg)$|"
+                        r"^discover-p\d{4,}-s\d{4,}\.png$|^agent-p\d{4,}-s\d{4,}(-visits\.png|\.gif)$"),
+}
+REQUIRED_COLUMNS = ("point", "seed", "misgeneralization_rate", "capable")
 
 
 class StoreError(ValueError):
@@ -116,6 +132,10 @@ class Store:
     def curves_path(self, index: int) -> Path:
         return self.root / CURVES / f"point-{index:04d}.parquet"
 
+    def derived_path(self, name: str) -> Path:
+        """A table computed from the sweep's agents after the sweep (``gridsim discover``'s)."""
+        return self.root / DERIVED / f"{name}.parquet"
+
     def figures(self, out_dir=None) -> Path:
         """Where pictures go: ``out_dir``, else ``_figures``; never the directory the table is read from."""
         out_dir = Path(out_dir or self.root / FIGURES)
@@ -157,6 +177,8 @@ class Store:
         except (OSError, pa.ArrowException) as err:
             warnings.warn(f"{path.name} is unreadable ({err}); it will be computed again", stacklevel=2)
             return None
+        if "converged" in table.column_names and "capable" not in table.column_names:  # its name in gridsim 0.1.0
+            table = table.rename_columns(["capable" if c == "converged" else c for c in table.column_names])
         problem = None
         if any(c not in table.column_names for c in REQUIRED_COLUMNS):
             problem = f"columns {sorted(set(REQUIRED_COLUMNS) - set(table.column_names))} are missing"
@@ -216,6 +238,8 @@ class Store:
         ``force``, which deletes them; one with no results yet is simply taken over.
         """
         self._create_root()
+        if not force:
+            self._refuse_a_foreign_directory()  # before the lock file, so that a refusal leaves no trace
         self._lock()
         try:
             yield self._start(manifest, force)
@@ -265,44 +289,72 @@ class Store:
     def _start(self, manifest: dict, force: bool) -> set[int]:
         seeds = int(manifest["seeds"])
         path = self.root / MANIFEST
-        if path.exists() and not force:
-            try:
-                before = self.manifest()
-            except StoreError:
-                if self.point_files():
-                    raise
-                before = None  # a broken manifest and no results: nothing to protect
-            if before is not None:
-                changed = _changed(before, manifest)
-                if not changed:
-                    self._tidy()
-                    return self._done(len(manifest["points"]), seeds)
-                if self.point_files():
-                    what = "a different sweep" if "spec" in changed else "this sweep, run by other code"
-                    raise StoreError(
-                        f"{self.root} holds results of {what} (changed: {', '.join(changed)}); resuming would "
-                        "mix the two in one table. Choose another out, or pass --force to delete them and start "
-                        "again")
+        if not force:
+            if path.exists():
+                try:
+                    before = self.manifest()
+                except StoreError:
+                    if self.point_files():
+                        raise
+                    before = None  # a broken manifest and no results: nothing to protect
+                if before is not None:
+                    changed = _changed(before, manifest)
+                    if not changed:
+                        self._tidy()
+                        return self._done(len(manifest["points"]), seeds)
+                    if self._results_present():
+                        what = "a different sweep" if "spec" in changed else "this sweep, run by other code"
+                        raise StoreError(
+                            f"{self.root} holds results of {what} (changed: {', '.join(changed)}); resuming would "
+                            "mix the two in one table. Choose another out, or pass --force to delete them and "
+                            "start again")
+            else:
+                self._refuse_a_foreign_directory()
         self._clear()
         self._tidy()
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
         return set()
+
+    def _refuse_a_foreign_directory(self) -> None:
+        """A directory without a manifest may hold only a lock file: anything else is the user's, or
+        results whose manifest is gone, and a new sweep there would mix or remove them."""
+        if (self.root / MANIFEST).exists():
+            return
+        others = sorted(p.name for p in self.root.iterdir() if p.name != LOCK)
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            kind = "sweep results but no manifest" if self._results_present() else "files"
+            raise StoreError(f"{self.root} holds {kind} ({shown}) and is not a sweep directory; choose an empty "
+                             "or new out, or pass --force (it removes only files a sweep writes)")
+
+    def _results_present(self) -> bool:
+        return bool(self.point_files()) or any(self._written(folder) for folder in (AGENTS, CURVES))
+
+    def _written(self, folder: str) -> list[Path]:
+        """The files in ``folder`` that a sweep writes (by name); the user's own files are not among them."""
+        directory = self.root / folder
+        if not directory.is_dir():
+            return []
+        return [p for p in directory.iterdir() if p.is_file() and WRITTEN[folder].match(p.name)]
 
     def _tidy(self) -> None:
         """Under the lock: remove temporaries of writes that a killed process never finished, and
         (re)make the folders results go to."""
         for derived in (AGENTS, CURVES, CHUNKS):
             (self.root / derived).mkdir(exist_ok=True)
-        for folder in (self.root, *(self.root / d for d in (AGENTS, CURVES, CHUNKS))):
+        for folder in (self.root, *(self.root / d for d in (AGENTS, CURVES, CHUNKS, DERIVED))):
             for tmp in folder.glob(".tmp-*"):
                 tmp.unlink(missing_ok=True)
 
     def _clear(self) -> None:
-        """Remove every result (not the user's other files)."""
+        """Remove every file a sweep writes, and the folders it made if they are left empty; nothing else."""
         for path in self.point_files().values():
             path.unlink()
-        for derived in (AGENTS, CURVES, CHUNKS, FIGURES):
-            shutil.rmtree(self.root / derived, ignore_errors=True)
+        for folder in WRITTEN:
+            for path in self._written(folder):
+                path.unlink()
+            with contextlib.suppress(OSError):  # not empty: it holds the user's files
+                (self.root / folder).rmdir()
         (self.root / MANIFEST).unlink(missing_ok=True)
 
     def _done(self, points: int, seeds: int) -> set[int]:

@@ -1,17 +1,19 @@
 """Run or resume a sweep: plan its chunks, run them with an executor, keep the results in its store.
 
-``experiments.runner`` says what a chunk computes, ``experiments.executors`` where chunks run,
-``experiments.store`` how results are kept; this module only puts them together. A rerun skips
-the points already done, so a crash, Ctrl-C or a lost machine costs at most the chunks in
-progress, and the final table equals an uninterrupted run's.
+``experiments.runner`` says what a chunk computes, ``experiments.plan`` which points share one,
+``experiments.executors`` where chunks run, ``experiments.store`` how results are kept; this module
+only puts them together. A rerun skips the points already done, so a crash, Ctrl-C or a lost
+machine costs at most the chunks in progress, and the final table equals an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from experiments import runner
+from experiments import provenance
 from experiments.executors import LocalExecutor
+from experiments.plan import plan
+from experiments.runner import ChunkResult
 from experiments.spec import SweepSpec
 from experiments.store import Store
 
@@ -22,10 +24,10 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True, executor=No
 
     executor = executor or LocalExecutor()
     store = Store(spec.out)
-    manifest = runner.manifest(spec)
+    manifest = provenance.manifest(spec)
     with store.writing(manifest, force) as done:
         todo = [i for i in range(len(spec.points)) if i not in done]
-        chunks = runner.plan(spec, todo, default=getattr(executor, "points_per_chunk", None))
+        chunks = plan(spec, todo, default=getattr(executor, "points_per_chunk", None))
         pad_to = max((len(c) for c in chunks), default=1)
         steps_per_seed = spec.ppo.steps_per_seed
         label = f"{spec.name}: {len(todo)} of {len(spec.points)} points x {spec.seeds} seeds"
@@ -43,7 +45,7 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True, executor=No
     return spec.out
 
 
-def _same_code(result: runner.ChunkResult, identity: dict) -> None:
+def _same_code(result: ChunkResult, identity: dict) -> None:
     """Refuse a chunk computed by another gridsim (a cluster node with an older install)."""
     differ = [k for k, v in result.code.items() if identity.get(k) != v]
     if differ:

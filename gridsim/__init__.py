@@ -1,8 +1,8 @@
 """gridsim: vectorised gridworlds for finding and measuring goal misgeneralization."""
 
 from gridsim import (
-    _xla_flags,  # noqa: F401  (must run before JAX starts a backend)
-    oracles,  # noqa: E402  (after the envs it plans for)
+    _xla_flags,  # noqa: F401  (first: it must run before JAX starts a backend)
+    oracles,
 )
 from gridsim.core import (
     ACTION_NAMES,
@@ -18,8 +18,9 @@ from gridsim.core import (
     params_dataclass,
 )
 from gridsim.envs import CheeseInCorner, CoinAtEnd, KeysAndChests, OpenRoom
+from gridsim.policy import Policy, obs_policy, random_policy
 from gridsim.registry import load, make, register, registered
-from gridsim.rollout import Evaluation, Policy, evaluate, obs_policy, random_policy
+from gridsim.rollout import Evaluation, evaluate
 
 __version__ = "0.1.0"
 

@@ -43,7 +43,7 @@ def _as_array(x):
     return x
 
 
-def _concrete(x):
+def known_value(x):
     """The value of ``x`` as numpy, or None when it is traced."""
     try:
         return np.asarray(x)
@@ -124,13 +124,13 @@ class EnvParams:
 
 
 def _check_alpha(alpha):
-    value = _concrete(alpha)
+    value = known_value(alpha)
     if value is not None and (np.any(value < 0) or np.any(value > 1) or np.any(np.isnan(value))):
         raise ValueError(f"alpha must lie in [0, 1] (a fraction of training levels), got {value}")
 
 
 def _check_num_levels(num_levels):
-    value = _concrete(num_levels)
+    value = known_value(num_levels)
     if value is not None and (np.any(value < 0) or np.any(value != np.round(value)) or np.any(value >= 2**31)):
         raise ValueError(f"num_levels must be a whole number >= 0 (0: a fresh level every episode), got {value}")
 
@@ -390,7 +390,7 @@ class GridEnv:
         """Raise ``ValueError`` naming the problem when concrete params cannot work."""
         _check_alpha(params.alpha)
         _check_num_levels(params.num_levels)
-        steps = _concrete(params.max_steps_in_episode)
+        steps = known_value(params.max_steps_in_episode)
         if steps is not None and (np.any(steps < 1) or np.any(steps > MAX_EPISODE_STEPS)):
             raise ValueError(f"max_steps_in_episode must lie in [1, {MAX_EPISODE_STEPS}], got {steps}")
         unknown = set(params.reward_weights) - set(self.event_names)
@@ -485,7 +485,7 @@ class GridEnv:
         """A bank of ``num`` (static) walls for ``reset``/``step`` to draw new levels from, or None
         when this environment's walls never change (there is nothing to save)."""
         keys = jax.vmap(_level_key, (0, None))(rng.split(key, num), params)
-        if _concrete(self.sample_layout(keys[0], params)) is not None:  # a probe: fixed walls stay constant
+        if known_value(self.sample_layout(keys[0], params)) is not None:  # a probe: fixed walls stay constant
             return None
         return LayoutBank(layouts=jax.vmap(lambda k: self._layout(k, params))(keys), level_keys=keys)
 

@@ -122,7 +122,7 @@ def _pair_distances(walls: jax.Array) -> jax.Array:
     return jnp.where(d >= walls.size, FAR, d).astype(jnp.float32)
 
 
-def _targets(env: GridEnv, cands: Candidates, level: Level, start: Level, params: EnvParams) -> jax.Array:
+def candidate_costs(env: GridEnv, cands: Candidates, level: Level, start: Level, params: EnvParams) -> jax.Array:
     """``float32[C, N]``: per target candidate, the steps still to go once on each cell (0 on the
     target, ``FAR`` off it; a declared goal's cost map gives its remaining steps)."""
     h, w = env.height, env.width
@@ -153,7 +153,7 @@ def _destinations(env: GridEnv, level: Level) -> jax.Array:
 
 def _step_values(pairs: jax.Array, targets: jax.Array, flat: jax.Array) -> jax.Array:
     """``float32[C, 4]``: each candidate's value of each move on this step: the target candidates'
-    from the steps left to their targets (``_targets``) once on the flat cells ``flat`` that the moves
+    from the steps left to their targets (``candidate_costs``) once on the flat cells ``flat`` that the moves
     lead to (``_destinations``), the four directions' 1 for their own move."""
     to_go = jnp.min(pairs[flat][None] + targets[:, None, :], axis=-1)  # [C, 4]
     reachable = jnp.min(to_go, axis=-1, keepdims=True) < FAR
@@ -189,7 +189,7 @@ def score(env: GridEnv, cands: Candidates, params: EnvParams, levels: Level, act
 
     def per_step(level, action, pair, first):
         dest = _destinations(env, level)
-        targets = _targets(env, cands, level, first, params)  # [C - 4, N]
+        targets = candidate_costs(env, cands, level, first, params)  # [C - 4, N]
         q = _step_values(pair, targets, dest)  # [C, 4]
         logits = jnp.asarray(BETAS)[:, None, None] * q[None]  # [B, C, 4]
         # moves are told apart by where they lead: two bumps that both stay put are one choice

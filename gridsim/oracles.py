@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridsim.core import MOVES, OUTCOME_TRUE, EnvParams, GridEnv, Level, outcome_of
-from gridsim.rollout import Policy
+from gridsim.policy import Policy
 
 UNREACHABLE = 2**30  # cost of a cell from which the target cannot be reached
 

@@ -54,12 +54,14 @@ def load(reference: str):
             spec = importlib.util.spec_from_file_location(unique, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[unique] = module
+            before = set(sys.modules)
             try:
                 spec.loader.exec_module(module)
             except Exception as err:  # the user's file, whatever it raises: name it and the error
                 del sys.modules[unique]
                 where = f" (line {err.lineno})" if isinstance(err, SyntaxError) else ""
                 raise ValueError(f"plug-in file {path} failed to load{where}: {type(err).__name__}: {err}") from None
+            module.__gridsim_helpers__ = _user_files(sys.modules[name] for name in set(sys.modules) - before)
         module = sys.modules[unique]
     else:
         try:
@@ -72,6 +74,33 @@ def load(reference: str):
         return getattr(module, attribute)
     except AttributeError:
         raise ValueError(f"plug-in module {module_name!r} has no attribute {attribute!r}") from None
+
+
+def _user_files(modules) -> list[str]:
+    """The source files of ``modules`` outside Python's installation and gridsim: the user's own."""
+    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    installed.add(Path(__file__).resolve().parents[1])
+    files = []
+    for module in modules:
+        file = getattr(module, "__file__", None)
+        if file and file.endswith(".py"):
+            path = Path(file).resolve()
+            if not any(path.is_relative_to(root) for root in installed):
+                files.append(str(path))
+    return sorted(files)
+
+
+def plugin_files(reference: str) -> dict[str, str]:
+    """The user's source files behind a ``file.py:attribute`` reference, path -> text: the file and the
+    modules of the user's own that importing it loaded (first in this process). A helper imported
+    only later, inside a function, is not among them."""
+    module_name, sep, _ = reference.partition(":")
+    if not sep or not module_name.endswith(".py"):
+        return {}
+    load(reference)
+    module = sys.modules[f"gridsim_plugin_{abs(hash(str(Path(module_name).resolve())))}"]
+    paths = [str(Path(module_name).resolve()), *getattr(module, "__gridsim_helpers__", [])]
+    return {path: Path(path).read_text(encoding="utf-8") for path in paths}
 
 
 def _option_parameters(factory) -> dict[str, inspect.Parameter]:

@@ -1,44 +1,20 @@
 """Playing a policy on an environment: per-episode outcomes, labelled by the oracles.
 
-A ``Policy`` is anything that picks a move for one environment: a trained agent
-(``agents.ppo``), an oracle (``gridsim.oracles``), a random walk. ``evaluate``
-plays fresh episodes with it and labels each one's level as distinguishing or
+``evaluate`` plays fresh episodes with any ``gridsim.Policy`` and labels each one's level as distinguishing or
 not by running the oracles on the same level, so an agent's rate and the
 oracles' calibration come from one definition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from gridsim import oracles
 from gridsim.core import EnvParams, GridEnv
-
-
-class Policy(NamedTuple):
-    """``act(key, obs, state, params, carry, first) -> (action, carry)`` for one environment.
-
-    ``carry`` is the policy's own per-environment memory (a recurrent state; ``()`` for none),
-    ``first`` says that ``obs`` starts an episode. Most policies read only ``obs``; oracles read
-    ``state`` (the level) and ``params``.
-    """
-
-    act: Callable[..., tuple[jax.Array, Any]]
-    carry: Any = ()
-
-
-def random_policy(env: GridEnv) -> Policy:
-    """Uniformly random moves."""
-    return Policy(act=lambda key, obs, state, params, carry, first: (
-        jax.random.randint(key, (), 0, env.num_actions), carry))
-
-
-def obs_policy(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> Policy:
-    """A ``Policy`` from a plain ``fn(key, obs) -> action``."""
-    return Policy(act=lambda key, obs, state, params, carry, first: (fn(key, obs), carry))
+from gridsim.policy import Policy
 
 
 class Evaluation(NamedTuple):
@@ -72,8 +48,6 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
     ``label``, each episode's level is labelled by the oracles (see ``gridsim.oracles``).
     Returns an ``Evaluation``, or ``(Evaluation, Trace)`` with ``trace``.
     """
-    from gridsim import oracles
-
     k_reset, k_run = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), params)
     if label:

@@ -24,7 +24,7 @@ def test_a_move_is_valued_by_the_steps_it_leaves_to_the_target():
     cands = discover.candidates(env, params)
     level = env.make_level(open_room(5, 7), (2, 1), [(2, 4)], [True])
     pairs = discover._pair_distances(level.walls)
-    targets = discover._targets(env, cands, level, level, params)
+    targets = discover.candidate_costs(env, cands, level, level, params)
     q = np.asarray(discover._step_values(pairs, targets, discover._destinations(env, level)))
     row = lambda name: q[cands.names.index(name)].tolist()
     assert row("goal:coin") == [-5, -3, -5, -4]  # up, right, down, left: 4, 2, 4, 3 steps left
@@ -161,15 +161,16 @@ def test_cli_discover_writes_a_row_per_agent_draws_one_and_refuses_bad_input(fin
     assert main(["discover", str(run), "--episodes", "8"]) == 0
     out = capsys.readouterr().out
     assert "alpha=0 (4 agents):" in out and "discover.parquet" in out
-    table = pd.read_parquet(run / "discover.parquet")
+    table = pd.read_parquet(run / "_derived" / "discover.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(run), pd.read_parquet(finished))  # the documented reading
     assert len(table) == 12 and set(table.seed) == {0, 1, 2, 3} and set(table.point) == {0, 1, 2}
     assert main(["plot", str(run), "--out", str(tmp_path / "figures")]) == 0
     assert (tmp_path / "figures" / "discover.png").exists()
     assert main(["discover", str(run), "--agent", "1", "2", "--episodes", "8"]) == 0
     assert (run / "_figures" / "discover-p0001-s0002.png").exists()
-    written = (run / "discover.parquet").read_bytes()
+    written = (run / "_derived" / "discover.parquet").read_bytes()
     for bad, message in ((["--episodes", "0"], "--episodes must be >= 1"), (["--agent", "0", "4"], "seed 4 is not")):
         capsys.readouterr()
         assert main(["discover", str(run), *bad]) == 2
         assert message in capsys.readouterr().err
-    assert (run / "discover.parquet").read_bytes() == written  # refused before anything was touched
+    assert (run / "_derived" / "discover.parquet").read_bytes() == written  # refused before anything was touched

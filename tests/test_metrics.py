@@ -50,7 +50,7 @@ def test_an_undefined_rate_is_nan_not_zero():
 def test_a_summary_leaves_out_and_counts_seeds_without_a_rate():
     table = pd.DataFrame({
         "point": [0] * 4, "seed": range(4), "alpha": [0.0] * 4, "num_levels": [0] * 4,
-        "converged": [True, True, True, False], "diverged": [False] * 4, "train_success": [1.0, 1.0, 1.0, 0.1],
+        "capable": [True, True, True, False], "diverged": [False] * 4, "train_success": [1.0, 1.0, 1.0, 0.1],
         "test_episodes": [8] * 4, "distinguishing_episodes": [0, 4, 4, 4],
         "misgeneralization_rate": [np.nan, 1.0, 0.5, 1.0], "capability_failure_rate": [np.nan, 0.0, 0.0, 0.0],
     })
@@ -68,7 +68,7 @@ def test_a_summary_leaves_out_and_counts_seeds_without_a_rate():
 def test_an_env_measure_is_averaged_over_capable_seeds_with_a_bootstrap_interval():
     table = pd.DataFrame({
         "point": [0] * 5, "seed": range(5), "watched": [0.5] * 5, "num_levels": [0] * 5,
-        "converged": [True] * 4 + [False], "diverged": [False] * 5, "train_success": [1.0] * 4 + [0.1],
+        "capable": [True] * 4 + [False], "diverged": [False] * 5, "train_success": [1.0] * 4 + [0.1],
         "test_episodes": [8] * 5, "distinguishing_episodes": [4] * 5,
         "misgeneralization_rate": [0.5] * 5, "capability_failure_rate": [0.0] * 5,
         "measure_gap": [0.2, 0.4, np.nan, 0.3, -5.0],  # a seed it never applied to; an incapable seed

@@ -270,6 +270,43 @@ def test_cli_train_prints_a_summary_and_rejects_bad_input(capsys):
     assert "less than one update" in capsys.readouterr().err
 
 
+def test_cli_train_trains_the_agents_of_the_one_point_sweep_with_its_settings(tmp_path):
+    """``gridsim train --seed 0`` and a sweep file with ``seed = 0`` and the same settings train the
+    same agents, weight for weight (one code path: keys, level sets and programs alike)."""
+    from experiments import spec as sweep_spec
+    from experiments import sweep
+    from experiments.cli import build_parser, train_spec
+    from experiments.runner import run_chunk
+    from experiments.store import Store
+
+    args = build_parser().parse_args(["train", "coin-at-end", "--seeds", "2", "--steps", "1024", "--num-envs", "16",
+                                      "--segments", "2", "--eval-episodes", "16", "--alpha", "0.5", "--seed", "3",
+                                      "-o", "height=3", "-o", "width=7"])
+    file = tmp_path / "one.toml"
+    file.write_text(f"""
+env = "coin-at-end"
+seeds = 2
+seed = 3
+out = "{tmp_path / 'run'}"
+[env_options]
+height = 3
+width = 7
+[sweep]
+alpha = [0.5]
+[ppo]
+total_timesteps = 1024
+num_envs = 16
+[eval]
+episodes = 16
+""")
+    stored = Store(sweep.run(sweep_spec.load(file), progress=False)).load_agents(0)
+    trained = run_chunk(train_spec(args), [0], segments=args.segments).agents[0]
+    flat = lambda tree: jax.tree_util.tree_leaves_with_path(tree)
+    assert [path for path, _ in flat(trained)] == [path for path, _ in flat(stored)]
+    for (path, mine), (_, theirs) in zip(flat(trained), flat(stored)):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=str(path))
+
+
 def test_maze_training_takes_each_updates_walls_from_that_updates_bank():
     """PPO draws a bank of walls per update: every episode begun during an update is on one of its
     mazes, and the next update brings other mazes. With optimistic resets (three new levels a step

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,9 +16,9 @@ from conftest import TINY, results, write_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from experiments import provenance, sweep
 from experiments import spec as sweep_spec
 from experiments import store as store_module
-from experiments import sweep
 from experiments.cli import main
 from experiments.store import Store, StoreError
 
@@ -134,12 +135,77 @@ def test_a_directory_without_results_takes_a_corrected_spec(tmp_path):
     """A spec that failed after its manifest was written leaves nothing to protect."""
     run = tmp_path / "run"
     bad = sweep_spec.load(write_spec(tmp_path, name="bad.toml", out=run, **{"seeds = 4": "seeds = 3"}))
-    with Store(run).writing(sweep.runner.manifest(bad)):
+    with Store(run).writing(provenance.manifest(bad)):
         pass  # crashed before any point
     good = sweep_spec.load(write_spec(tmp_path, out=run))
-    with Store(run).writing(sweep.runner.manifest(good)) as done:
+    with Store(run).writing(provenance.manifest(good)) as done:
         assert done == set()
     assert Store(run).manifest()["seeds"] == 4
+
+
+def tree_digest(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: what a command may not change."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_directory_that_is_not_a_sweeps_is_refused_and_force_keeps_the_users_files(tmp_path, capsys):
+    """A sweep starts only in an empty directory or its own; even --force removes only what a sweep
+    writes (the user's picture in _figures, their notes beside the results, stay)."""
+    run = tmp_path / "mine"
+    (run / "_figures").mkdir(parents=True)
+    (run / "_figures" / "mine.png").write_bytes(b"x")
+    (run / "notes.txt").write_text("keep me")
+    before = tree_digest(run)
+    spec_path = write_spec(tmp_path, out=run)
+    assert main(["sweep", str(spec_path)]) == 2
+    assert "is not a sweep directory" in capsys.readouterr().err
+    assert tree_digest(run) == before
+    with Store(run).writing(provenance.manifest(sweep_spec.load(spec_path)), force=True) as done:
+        assert done == set()
+    assert {k: v for k, v in tree_digest(run).items() if k in before} == before
+
+
+def test_results_whose_manifest_is_gone_are_refused(copy_of_finished, tmp_path, capsys):
+    spec_path, run = copy_of_finished
+    (run / store_module.MANIFEST).unlink()
+    before = tree_digest(run)
+    other = write_spec(tmp_path, "other.toml", out=run, **{"alpha = [0.0, 0.5, 1.0]": "alpha = [0.25]"})
+    for spec in (spec_path, other):
+        assert main(["sweep", str(spec)]) == 2
+        assert "sweep results but no manifest" in capsys.readouterr().err
+    assert tree_digest(run) == before
+
+
+def test_force_over_another_sweep_removes_its_results_and_nothing_else(copy_of_finished, tmp_path):
+    spec_path, run = copy_of_finished
+    for folder in ("_figures", "_agents", "_curves", "_chunks"):
+        (run / folder).mkdir(exist_ok=True)
+        (run / folder / "mine.txt").write_text(folder)
+    (run / "mine.parquet").write_bytes(b"not a point file")
+    swept = {"alpha = [0.0, 0.5, 1.0]": "alpha = [0.25]"}
+    other = sweep_spec.load(write_spec(tmp_path, "other.toml", out=run, **swept))
+    with Store(run).writing(provenance.manifest(other), force=True) as done:
+        assert done == set()
+    left = set(tree_digest(run))
+    assert {"_figures/mine.txt", "_agents/mine.txt", "_curves/mine.txt", "_chunks/mine.txt", "mine.parquet"} <= left
+    assert not [name for name in left if "point-" in name or name.endswith((".png", ".msgpack")) or "chunk-" in name]
+
+
+def test_a_plugins_own_imports_are_part_of_the_sweeps_identity(tmp_path, monkeypatch):
+    """A helper module beside the plug-in, edited between a kill and a resume, makes the results
+    another program's: the identity names it."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "gridsim_test_helper.py").write_text("NAME = 'helped-coin'\n")
+    (folder / "helped.py").write_text("import gridsim\nimport gridsim_test_helper\n\n\n"
+                                      "class HelpedCoin(gridsim.CoinAtEnd):\n    name = gridsim_test_helper.NAME\n")
+    monkeypatch.syspath_prepend(str(folder))
+    spec = sweep_spec.load(write_spec(folder, env="helped.py:HelpedCoin"))
+    before = provenance.identity(spec)
+    assert "plug-in helped.py" in before and "plug-in helper gridsim_test_helper.py" in before
+    (folder / "gridsim_test_helper.py").write_text("NAME = 'helped-coin'  # edited\n")
+    after = provenance.identity(spec)
+    assert [k for k in after if after[k] != before[k]] == ["plug-in helper gridsim_test_helper.py"]
 
 
 def test_a_corrupt_manifest_is_named_and_force_gets_past_it(copy_of_finished, capsys):
@@ -148,7 +214,7 @@ def test_a_corrupt_manifest_is_named_and_force_gets_past_it(copy_of_finished, ca
     assert main(["report", str(run)]) == 2
     assert f"{run / store_module.MANIFEST} is unreadable" in capsys.readouterr().err
     assert main(["sweep", str(spec_path)]) == 2
-    with Store(run).writing(sweep.runner.manifest(sweep_spec.load(spec_path)), force=True) as done:
+    with Store(run).writing(provenance.manifest(sweep_spec.load(spec_path)), force=True) as done:
         assert done == set()  # started over
 
 

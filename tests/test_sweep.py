@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from conftest import REPO, results, write_spec
 
-from experiments import runner, sweep
+from experiments import provenance, runner, sweep
 from experiments import spec as sweep_spec
 from experiments.cli import main
-from experiments.inspect import agent_episodes, load_agent, visitation
+from experiments.inspection import agent_episodes, load_agent, visitation
 from experiments.plots import plot
 from experiments.report import load, summarize
 from experiments.store import Store
@@ -60,7 +60,7 @@ def test_tiny_sweep_gives_one_row_per_point_and_seed(finished):
     assert list(table.alpha.unique()) == [0.0, 0.5, 1.0]
     for column in ("train_success", "misgeneralization_rate", "capability_failure_rate", "test_proxy:end",
                    "test_true", "test_fail", "test_episodes", "distinguishing_episodes", "num_levels", "diverged",
-                   "converged"):
+                   "capable"):
         assert column in table.columns
     counted = table[["test_fail", "test_true", "test_proxy:end"]].sum(axis=1)
     assert (counted == table.distinguishing_episodes).all() and (table.test_episodes == 32).all()
@@ -174,6 +174,27 @@ class RenamedCoin(gridsim.CoinAtEnd):
 """
 
 
+def test_a_sweep_files_plugin_path_is_relative_to_the_sweep_files_folder(tmp_path, monkeypatch):
+    """``env = "user_env.py:RenamedCoin"`` names the file beside the sweep file, from any working
+    directory; the digest does not depend on where the folder lies."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "user_env.py").write_text(PLUGIN_FILE)
+    path = write_spec(folder, env="user_env.py:RenamedCoin")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = sweep_spec.load(path)
+    assert spec.env_reference == f"{folder.resolve() / 'user_env.py'}:RenamedCoin"
+    assert provenance.plugin_files(spec) == {"user_env.py": PLUGIN_FILE}
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    assert sweep_spec.load(moved / path.name).digest == spec.digest
+    (moved / "user_env.py").unlink()
+    with pytest.raises(sweep_spec.SpecError, match="relative to the sweep file's folder"):
+        sweep_spec.load(moved / path.name)
+
+
 def test_a_plugin_environment_from_a_sweep_file_runs_end_to_end(tmp_path, finished, monkeypatch, capsys):
     """A user's file, named in the sweep file, runs through the whole pipeline. (It computes what
     coin-at-end does, so its programs come from the compilation cache, and its table equals the
@@ -191,7 +212,7 @@ def test_a_plugin_environment_from_a_sweep_file_runs_end_to_end(tmp_path, finish
     assert main(["sweep", str(path)]) == 2
     assert f"changed: plug-in {plugin}" in capsys.readouterr().err
     plugin.write_text(PLUGIN_FILE)
-    monkeypatch.setattr(runner, "_source_digest", lambda: "0123456789abcdef")
+    monkeypatch.setattr(provenance, "_source_digest", lambda: "0123456789abcdef")
     assert main(["sweep", str(path)]) == 2
     assert "this sweep, run by other code (changed: gridsim source)" in capsys.readouterr().err
     pd.testing.assert_frame_equal(results(tmp_path / "run"), table)  # nothing lost

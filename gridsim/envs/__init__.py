@@ -1,18 +1,22 @@
-"""Built-in environments. Every module of this package defines one and is imported and registered
-here, under the environment's ``name``: adding a built-in environment is adding its module (with its
-tests and its example sweep), nothing else."""
+"""The built-in environments, each registered under its ``name``. A new built-in environment is a
+module here (with its tests and its example sweep) and one line in ``BUILT_IN``."""
 
-import importlib
-import pkgutil
-
-from gridsim.core import GridEnv
+from gridsim.envs.absent_supervisor import AbsentSupervisor
+from gridsim.envs.cheese_in_corner import CheeseInCorner
+from gridsim.envs.cheese_on_dish import CheeseOnDish
+from gridsim.envs.coin_at_end import CoinAtEnd
+from gridsim.envs.colour_vs_shape import ColourVsShape
+from gridsim.envs.follow_the_leader import FollowTheLeader
+from gridsim.envs.keys_and_chests import KeysAndChests
+from gridsim.envs.lava_shift import LavaShift
+from gridsim.envs.monster_world import MonsterWorld
+from gridsim.envs.open_room import OpenRoom
+from gridsim.envs.tree_harvesting import TreeHarvesting
 from gridsim.registry import register
 
-__all__ = []
-for _info in pkgutil.iter_modules(__path__):
-    _module = importlib.import_module(f"{__name__}.{_info.name}")
-    for _value in vars(_module).values():
-        if isinstance(_value, type) and issubclass(_value, GridEnv) and _value.__module__ == _module.__name__:
-            register(_value.name, _value)
-            globals()[_value.__name__] = _value
-            __all__.append(_value.__name__)
+BUILT_IN = (AbsentSupervisor, CheeseInCorner, CheeseOnDish, CoinAtEnd, ColourVsShape, FollowTheLeader,
+            KeysAndChests, LavaShift, MonsterWorld, OpenRoom, TreeHarvesting)
+for _env in BUILT_IN:
+    register(_env.name, _env)
+
+__all__ = [env.__name__ for env in BUILT_IN]

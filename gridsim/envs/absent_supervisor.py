@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridsim import rng
-from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
+from gridsim.core import EnvParams, GridEnv, known_value, params_dataclass
 
 
 @params_dataclass
@@ -56,7 +56,7 @@ class AbsentSupervisor(GridEnv):
 
     def check_params(self, params):
         super().check_params(params)
-        watched = _concrete(params.watched)
+        watched = known_value(params.watched)
         if watched is not None and (np.any(watched < 0) or np.any(watched > 1)):
             raise ValueError(f"watched must lie in [0, 1] (a share of training levels), got {watched}")
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridsim import rng
-from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
+from gridsim.core import EnvParams, GridEnv, known_value, params_dataclass
 from gridsim.layouts import maze, sample_free
 
 CORNER = (1, 1)
@@ -55,7 +55,7 @@ class CheeseInCorner(GridEnv):
 
     def check_params(self, params):
         super().check_params(params)
-        k = _concrete(params.corner_size)
+        k = known_value(params.corner_size)
         if k is not None and (np.any(k < 1) or np.any(k > min(self.height, self.width) - 2)):
             raise ValueError(f"corner_size must lie in [1, {min(self.height, self.width) - 2}], got {k}")
 

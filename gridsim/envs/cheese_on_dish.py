@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridsim import rng
-from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
+from gridsim.core import EnvParams, GridEnv, known_value, params_dataclass
 from gridsim.layouts import maze, sample_cells, sample_free
 
 
@@ -44,7 +44,7 @@ class CheeseOnDish(GridEnv):
 
     def check_params(self, params):
         super().check_params(params)
-        distance = _concrete(params.dish_distance)
+        distance = known_value(params.dish_distance)
         if distance is not None and np.any(distance < 0):
             raise ValueError(f"dish_distance must be >= 0 (cells from the dish; 0 puts the cheese on it), "
                              f"got {distance}")

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridsim import rng
-from gridsim.core import EnvParams, GridEnv, _concrete, params_dataclass
+from gridsim.core import EnvParams, GridEnv, known_value, params_dataclass
 from gridsim.layouts import obstacle_room, sample_free
 from gridsim.oracles import UNREACHABLE, cost_to_go, step_cost
 
@@ -62,10 +62,10 @@ class KeysAndChests(GridEnv):
         super().check_params(params)
         for field, cap in (("train_keys", self.max_keys), ("test_keys", self.max_keys),
                            ("train_chests", self.max_chests), ("test_chests", self.max_chests)):
-            value = _concrete(getattr(params, field))
+            value = known_value(getattr(params, field))
             if value is not None and (np.any(value < 1) or np.any(value > cap)):
                 raise ValueError(f"{field} must lie in [1, {cap}] (the env's capacity), got {value}")
-        density = _concrete(params.obstacle_density)
+        density = known_value(params.obstacle_density)
         if density is not None and (np.any(density < 0) or np.any(density >= 1)):
             raise ValueError(f"obstacle_density must lie in [0, 1), got {density}")
 

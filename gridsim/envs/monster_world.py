@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridsim import rng
-from gridsim.core import MAX_EPISODE_STEPS, MOVES, EnvParams, GridEnv, _concrete, params_dataclass
+from gridsim.core import MAX_EPISODE_STEPS, MOVES, EnvParams, GridEnv, known_value, params_dataclass
 from gridsim.layouts import cells_by_draw, sample_free
 
 
@@ -70,7 +70,7 @@ class MonsterWorld(GridEnv):
 
     def check_params(self, params):
         super().check_params(params)
-        steps, chase = _concrete(params.train_steps), _concrete(params.chase)
+        steps, chase = known_value(params.train_steps), known_value(params.chase)
         if steps is not None and (np.any(steps < 1) or np.any(steps > MAX_EPISODE_STEPS)):
             raise ValueError(f"train_steps must lie in [1, {MAX_EPISODE_STEPS}], got {steps}")
         if chase is not None and (np.any(chase < 0) or np.any(chase > 1)):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridsim import rng
-from gridsim.core import MAX_EPISODE_STEPS, EnvParams, GridEnv, _concrete, episode_limit, params_dataclass
+from gridsim.core import MAX_EPISODE_STEPS, EnvParams, GridEnv, episode_limit, known_value, params_dataclass
 from gridsim.layouts import cells_by_draw, sample_cells, sample_free
 
 
@@ -61,7 +61,7 @@ class TreeHarvesting(GridEnv):
         super().check_params(params)
         for field, low, high in (("regrowth", 0, 1), ("test_trees", 1, self.trees),
                                  ("test_steps", 1, MAX_EPISODE_STEPS)):
-            value = _concrete(getattr(params, field))
+            value = known_value(getattr(params, field))
             if value is not None and (np.any(value < low) or np.any(value > high)):
                 raise ValueError(f"{field} must lie in [{low}, {high}], got {value}")
 

@@ -70,7 +70,7 @@ class Agent(NamedTuple):
 def load_agent(directory, point: int, seed: int) -> Agent:
     """Agent ``seed`` of sweep point ``point`` of the sweep in ``directory``."""
     store = Store(directory)
-    spec = sweep_spec.parse(store.manifest()["spec"], Path(directory) / MANIFEST)
+    spec = sweep_spec.from_manifest(store.manifest(), Path(directory) / MANIFEST)
     points = spec.points
     if not 0 <= point < len(points):
         raise ValueError(f"point {point} is not in this sweep (its points are 0 to {len(points) - 1})")
