@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -302,12 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"gridsim: warning: {message}\n"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not args.no_compile_cache:
         compile_cache.enable()
+    warnings.formatwarning = _one_line_warning  # a warning is a line for the user, not a source location
     try:
         return args.run(args)
+    except BrokenPipeError:  # `gridsim envs | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except ValueError as err:
         print(f"gridsim: error: {err}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from experiments import spec as sweep_spec
 from experiments.inspection import check_episodes
 from experiments.metrics import wilson_interval
 from experiments.runner import batch_params, runner_for
-from experiments.store import MANIFEST, Store, atomic_write
+from experiments.store import MANIFEST, Store, StoreError, atomic_write
 from gridsim import discover
 
 RESULTS = "discover"  # the table's name among the sweep's derived tables (``Store.derived_path``)
@@ -47,6 +47,8 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
     directory = Path(directory)
     store = Store(directory)
     spec = sweep_spec.from_manifest(store.manifest(), directory / MANIFEST)
+    if not store.point_files():
+        raise StoreError(f"{directory} has no finished sweep points yet: nothing to discover")
     runner, params = runner_for(spec)
     env = runner.env
     rows = []

@@ -212,6 +212,8 @@ def one_point(env: str, env_options: dict, point: dict, seeds: int, seed: int, c
 def check_against_env(spec: SweepSpec, path) -> None:
     """The environment exists, takes the options, and accepts every sweep point; ``path`` (the sweep
     file, or None) starts each message."""
+    import numpy as np
+
     import gridsim
 
     where = f"{path}: " if path else ""
@@ -226,6 +228,8 @@ def check_against_env(spec: SweepSpec, path) -> None:
         if "level_seed" in keys:
             raise SpecError(f"{where}'{section}.level_seed': {LEVEL_SEED_IS_PER_AGENT}")
     for key in spec.sweep:
+        if key in spec.env_options:
+            raise SpecError(f"{where}'{key}' is both in [env_options] and in [sweep]; keep it in one of them")
         if key == "reward_weights":
             raise SpecError(f"{where}'sweep.reward_weights' cannot be swept (a table, not a number); set it in "
                             "[env_options], one sweep file per weighting")
@@ -234,6 +238,14 @@ def check_against_env(spec: SweepSpec, path) -> None:
                 f"{path}: 'sweep.{key}' is not a traced param of {spec.env}; sweepable: {sorted(fields)} "
                 "(static options such as grid size go in [env_options], one per sweep file)"
             )
+    for key, values in spec.sweep.items():
+        dtype = np.asarray(getattr(params, key)).dtype
+        if np.issubdtype(dtype, np.integer):
+            if any(float(v) != int(v) for v in values):
+                raise SpecError(f"{where}'sweep.{key}' takes whole numbers, got {values}")
+            limits = np.iinfo(dtype)
+            if any(not limits.min <= v <= limits.max for v in values):
+                raise SpecError(f"{where}'sweep.{key}' values must lie in [{limits.min}, {limits.max}], got {values}")
     for point in spec.points:
         try:
             env.check_params(params.replace(**point))

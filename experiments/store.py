@@ -142,6 +142,8 @@ class Store:
         if out_dir.resolve() == self.root.resolve():
             raise StoreError(f"--out {out_dir} is the sweep directory, where results are read; figures go to "
                              f"{self.root / FIGURES} by default, or anywhere else")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise StoreError(f"{out_dir} exists and is not a folder; figures need a folder")
         return out_dir
 
     # ---- reading --------------------------------------------------------------------------------

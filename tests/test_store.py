@@ -106,6 +106,18 @@ def test_a_clean_exit_leaves_no_holder_so_the_next_run_does_not_warn(copy_of_fin
     assert not [w for w in recwarn if "taking over" in str(w.message)]
 
 
+def test_a_stale_lock_is_taken_over_with_a_one_line_warning(copy_of_finished, recwarn):
+    import warnings
+
+    spec_path, run = copy_of_finished
+    (run / store_module.LOCK).write_text(f"pid 999999999 on {socket.gethostname()}, since 2026-01-01T00:00:00\n")
+    assert main(["sweep", str(spec_path), "--figures", str(run.parent / "figures")]) == 0
+    [taken] = [w for w in recwarn if "taking over" in str(w.message)]
+    assert warnings.formatwarning(taken.message, taken.category, taken.filename, taken.lineno) == (
+        "gridsim: warning: taking over .lock from a sweep that ended without releasing it "
+        f"(pid 999999999 on {socket.gethostname()}, since 2026-01-01T00:00:00)\n")  # as the CLI prints it
+
+
 def test_a_chunk_from_another_gridsim_is_refused(tmp_path):
     """A cluster node with another install: its results never reach the table."""
     from experiments.runner import ChunkResult
@@ -261,9 +273,12 @@ BAD_SPEC_VALUES = [
     ("height = 5", ['height = "five"', "height = 5.5", "height = 2", "height = 10000", "height = true",
                     'height = 5\nreward_weights = "x"', 'height = 5\nreward_weights = {coin = "a"}',
                     "height = 5\nmax_steps_in_episode = 1000000000000", "height = 5\nmax_steps_in_episode = 0",
-                    "height = 5\nmax_steps_in_episode = 1000000000", "height = 5\nlevel_seed = 1"]),
+                    "height = 5\nmax_steps_in_episode = 1000000000", "height = 5\nlevel_seed = 1",
+                    "height = 5\nalpha = 0.1"]),
     ("alpha = [0.0, 0.5, 1.0]", ["alpha = []", "alpha = [2.0]", 'alpha = "x"', "alpha = [0.0, 0.0]",
-                                 "alpha = [nan]", "reward_weights = [1]", "alpha = [inf]", "height = [5, 7]"]),
+                                 "alpha = [nan]", "reward_weights = [1]", "alpha = [inf]", "height = [5, 7]",
+                                 "max_steps_in_episode = [20.5]", "num_levels = [100000000000]",
+                                 "max_steps_in_episode = [100000000000]"]),
     ("update_epochs = 2", ["gamma = 5.0", "gamma = -1.0", "lr = inf", "lr = 0.0", "ent_coef = nan",
                            "ent_coef = -1.0", "hidden = 100000000", "total_timesteps = 1000000000000000",
                            "update_epochs = 0", "update_epochs = 2\nbogus = 1"]),
@@ -296,6 +311,32 @@ def test_generated_bad_specs_end_in_one_named_line(tmp_path, capsys, broken_plug
     assert not (tmp_path / "never").exists()
 
 
+def test_discover_on_a_sweep_without_finished_points_says_so_and_writes_nothing(finished, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    shutil.copy(finished / store_module.MANIFEST, tmp_path / "empty")
+    assert main(["discover", str(tmp_path / "empty")]) == 2
+    assert "no finished sweep points yet" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "empty").iterdir()] == [store_module.MANIFEST]
+
+
+def test_figures_that_would_overwrite_a_file_are_refused_before_the_sweep(tmp_path, capsys):
+    (tmp_path / "taken.png").write_bytes(b"x")
+    spec_path = write_spec(tmp_path)
+    assert main(["sweep", str(spec_path), "--figures", str(tmp_path / "taken.png")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and (tmp_path / "taken.png").read_bytes() == b"x"
+
+
+def test_a_closed_pipe_ends_the_listing_quietly():
+    import subprocess
+    import sys
+
+    # `true` has exited before the listing starts, so every write meets a closed pipe
+    done = subprocess.run(["bash", "-c", f"{sys.executable} -m experiments.cli envs | true; echo ${{PIPESTATUS[0]}}"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "0" and done.stderr == "", done.stderr
+
+
 def test_sweep_files_that_are_not_utf8_are_named(tmp_path, capsys):
     text = TINY.format(env="coin-at-end", out=tmp_path / "run")
     (tmp_path / "latin1.toml").write_bytes(text.replace('"tiny"', '"tïny"').encode("latin-1"))
@@ -315,7 +356,8 @@ def test_sweep_files_that_are_not_utf8_are_named(tmp_path, capsys):
     ["train", "coin-at-end", "-o", "level_seed=3"], ["calibrate", "coin-at-end", "--episodes", "0"],
     ["report", "/no/such/sweep"], ["plot", "/no/such/sweep"], ["inspect", "/no/such/sweep"],
     ["sweep", "/no/such/file.toml"], ["sweep", "x.toml", "--executor", "cloud"],
-    ["sweep", "x.toml", "--address", "auto"],
+    ["sweep", "x.toml", "--address", "auto"], ["train", "coin-at-end", "--segments", "0"],
+    ["train", "coin-at-end", "--seeds", "1000000000000"],
 ]))
 def test_generated_bad_command_lines_exit_2_without_a_traceback(capsys, args):
     try:
