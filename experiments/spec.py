@@ -228,8 +228,6 @@ def check_against_env(spec: SweepSpec, path) -> None:
         if "level_seed" in keys:
             raise SpecError(f"{where}'{section}.level_seed': {LEVEL_SEED_IS_PER_AGENT}")
     for key in spec.sweep:
-        if key in spec.env_options:
-            raise SpecError(f"{where}'{key}' is both in [env_options] and in [sweep]; keep it in one of them")
         if key == "reward_weights":
             raise SpecError(f"{where}'sweep.reward_weights' cannot be swept (a table, not a number); set it in "
                             "[env_options], one sweep file per weighting")
@@ -238,6 +236,8 @@ def check_against_env(spec: SweepSpec, path) -> None:
                 f"{path}: 'sweep.{key}' is not a traced param of {spec.env}; sweepable: {sorted(fields)} "
                 "(static options such as grid size go in [env_options], one per sweep file)"
             )
+        if key in spec.env_options:
+            raise SpecError(f"{where}'{key}' is both in [env_options] and in [sweep]; keep it in one of them")
     for key, values in spec.sweep.items():
         dtype = np.asarray(getattr(params, key)).dtype
         if np.issubdtype(dtype, np.integer):
