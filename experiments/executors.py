@@ -54,10 +54,11 @@ class RayExecutor:
     A task asks for a GPU where the cluster has GPUs, else for every CPU of a node (an XLA program
     uses all the cores it sees). Ray runs a task again if its worker dies (``max_retries``); the
     driver writes results as tasks finish, so a driver killed and rerun resumes from the store.
+    Chunks are as a local run plans them (the driver's memory decides, unless the spec's ``[run]
+    points_per_chunk`` does): ``points_per_chunk = 1`` gives every point a task of its own.
     """
 
     name = "ray"
-    points_per_chunk = 1  # unless the spec says: the driver cannot see the workers' memory
 
     def __init__(self, address: str | None = None, max_retries: int = 3):
         import jax

@@ -1,7 +1,11 @@
 """Which sweep points share a chunk: as many as fit the device's memory, or as the spec says.
 
 A chunk is one compiled call (``experiments.runner.run_chunk``); larger chunks use the device
-better, smaller ones lose less to an interruption.
+better, smaller ones lose less to an interruption. Every chunk of a sweep has the size chosen when
+the sweep started (recorded in its manifest; the last chunk padded), so every point runs in the
+same compiled program: a point's numbers do not depend on which chunk, executor or resumed run
+computed it. (XLA's floating-point order changes with the batch's shape, not with a point's place
+in it.)
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from experiments.train import memory_budget
 CPU_CHUNK_ENVS = 4096  # on a few CPU cores more parallel envs add no throughput, only coarser resumption
 
 
-def points_per_chunk(spec: SweepSpec, todo: int, default: int | None = None) -> int:
-    """The spec's ``[run] points_per_chunk``, else ``default``, else as many points as fit half this
-    machine's memory (and, on CPU, ``CPU_CHUNK_ENVS``), balanced over the chunks."""
-    if spec.points_per_chunk or default:
-        return max(1, min(spec.points_per_chunk or default, todo))
+def points_per_chunk(spec: SweepSpec) -> int:
+    """The spec's ``[run] points_per_chunk``, else as many of its points as fit half this machine's
+    memory (and, on CPU, ``CPU_CHUNK_ENVS``), balanced over the chunks."""
+    todo = len(spec.points)
+    if spec.points_per_chunk:
+        return max(1, min(spec.points_per_chunk, todo))
     runner, params = runner_for(spec)
     devices = jax.local_devices()
     seeds_per_device = spec.seeds // len(devices) if spec.seeds % len(devices) == 0 else spec.seeds
@@ -37,7 +42,7 @@ def points_per_chunk(spec: SweepSpec, todo: int, default: int | None = None) -> 
     return math.ceil(todo / chunks)
 
 
-def plan(spec: SweepSpec, todo: list[int], default: int | None = None) -> list[list[int]]:
-    """The chunks that cover ``todo`` (sweep point indices), all but possibly the last of one size."""
-    size = points_per_chunk(spec, max(1, len(todo)), default)
+def plan(todo: list[int], size: int) -> list[list[int]]:
+    """The chunks of ``size`` points that cover ``todo`` (sweep point indices); the last may be short
+    (``run_chunk`` pads it to ``size``)."""
     return [todo[i : i + size] for i in range(0, len(todo), size)]

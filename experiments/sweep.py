@@ -12,7 +12,7 @@ from pathlib import Path
 
 from experiments import provenance
 from experiments.executors import LocalExecutor
-from experiments.plan import plan
+from experiments.plan import plan, points_per_chunk
 from experiments.runner import ChunkResult
 from experiments.spec import SweepSpec
 from experiments.store import Store
@@ -25,10 +25,11 @@ def run(spec: SweepSpec, force: bool = False, progress: bool = True, executor=No
     executor = executor or LocalExecutor()
     store = Store(spec.out)
     manifest = provenance.manifest(spec)
+    manifest["points_per_chunk"] = points_per_chunk(spec)  # for a new sweep; a resumed one keeps its own
     with store.writing(manifest, force) as done:
         todo = [i for i in range(len(spec.points)) if i not in done]
-        chunks = plan(spec, todo, default=getattr(executor, "points_per_chunk", None))
-        pad_to = max((len(c) for c in chunks), default=1)
+        pad_to = int(store.manifest().get("points_per_chunk", manifest["points_per_chunk"]))
+        chunks = plan(todo, pad_to)
         steps_per_seed = spec.ppo.steps_per_seed
         label = f"{spec.name}: {len(todo)} of {len(spec.points)} points x {spec.seeds} seeds"
         with tqdm(total=len(todo) * spec.seeds * steps_per_seed, unit="step", unit_scale=True, desc=label,

@@ -1,5 +1,5 @@
 """A sweep through Ray, on a Ray instance of its own: a worker killed mid-chunk costs a retry, and
-the table equals the local executor's."""
+the results equal the local executor's, byte for byte."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from experiments.store import Store
 
 ray = pytest.importorskip("ray")
 
-ONE_CHUNK = {"[eval]": "[run]\npoints_per_chunk = 3\n\n[eval]"}  # the local run's program: from the cache
-
 
 def _chunk_workers() -> list[int]:
     """Pids of processes running a gridsim chunk as a Ray task (Ray names them after the task)."""
@@ -35,7 +33,7 @@ def _chunk_workers() -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker through /proc")
 def test_a_ray_sweep_survives_a_killed_worker_and_equals_the_local_one(tmp_path, finished):
-    spec_path = write_spec(tmp_path, **ONE_CHUNK)
+    spec_path = write_spec(tmp_path)  # the local run's plan by default, so its program: from the cache
     command = [sys.executable, "-m", "experiments.cli", "sweep", str(spec_path), "--executor", "ray"]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline, killed = time.time() + 300, None
@@ -48,5 +46,7 @@ def test_a_ray_sweep_survives_a_killed_worker_and_equals_the_local_one(tmp_path,
     assert killed is not None, driver.stderr.read().decode()[-2000:] if driver.poll() is not None else "no worker"
     assert driver.wait(timeout=300) == 0, driver.stderr.read().decode()[-2000:]
     pd.testing.assert_frame_equal(results(tmp_path / "run"), results(finished))
+    for name in ("_agents/point-0000.msgpack", "_agents/point-0002.msgpack", "_curves/point-0001.parquet"):
+        assert (tmp_path / "run" / name).read_bytes() == (finished / name).read_bytes(), name
     (record,) = Store(tmp_path / "run").chunks()
     assert record["executor"] == "ray" and record["pid"] != killed  # run again, by another worker

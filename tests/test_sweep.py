@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -131,8 +132,7 @@ def _sweep_command(spec_path, extra_env=None):
 def test_a_sweep_killed_on_two_devices_resumes_on_one_to_the_uninterrupted_result(tmp_path, finished):
     """Killed after its first chunk of one point, its seeds sharded over two (simulated) devices; the
     rerun, in this process on one device, does the rest a point per chunk. The table equals the
-    uninterrupted one-device run's, which did all three points in one chunk: neither sharding nor
-    chunking changes a number."""
+    uninterrupted one-device run's: sharding seeds over devices changes no number."""
     spec_path = write_spec(tmp_path, **{"[eval]": "[run]\npoints_per_chunk = 1\n\n[eval]"})
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     command, env = _sweep_command(spec_path, {"XLA_FLAGS": flags.strip()})
@@ -153,6 +153,29 @@ def test_a_sweep_killed_on_two_devices_resumes_on_one_to_the_uninterrupted_resul
     pd.testing.assert_frame_equal(results(tmp_path / "run"), results(finished))
     devices = [len(record["devices"]) for record in Store(tmp_path / "run").chunks()]
     assert devices[0] == 2 and set(devices[1:]) == {1}, devices
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    """A sweep's results, file by file: tables, curves and weights (not its records of when and where)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.parts[-2] in (directory.name, "_agents", "_curves") and p.name.startswith("point-")}
+
+
+def test_a_points_numbers_do_not_depend_on_its_chunk_or_on_a_resume(tmp_path):
+    """Chunks of two points: point 0 first runs beside point 1; resumed alone (its files lost), it runs
+    beside padding. Its table, curves and weights are the same bytes, and a resume that asks for
+    another chunk size keeps the size the sweep started with."""
+    spec_path = write_spec(tmp_path, **{"[eval]": "[run]\npoints_per_chunk = 2\n\n[eval]"})
+    run = sweep.run(sweep_spec.load(spec_path), progress=False)
+    assert Store(run).manifest()["points_per_chunk"] == 2
+    reference = _files(run)
+    assert len(reference) == 9
+    for name in ("point-0000.parquet", "_agents/point-0000.msgpack", "_curves/point-0000.parquet"):
+        (run / name).unlink()
+    other_size = write_spec(tmp_path, "other.toml", **{"[eval]": "[run]\npoints_per_chunk = 1\n\n[eval]"})
+    sweep.run(sweep_spec.load(other_size), progress=False)
+    assert _files(run) == reference
+    assert [r["points"] for r in Store(run).chunks()] == [[0, 1], [2], [0]]
 
 
 def test_a_different_sweep_into_the_same_directory_is_refused(tmp_path, finished, capsys):
