@@ -33,7 +33,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/ppo_throughput.py
 	$(PY) benchmarks/sweep_throughput.py
 
-# The committed pictures in the README (the demo's figures come from `make demo`).
+# The committed pictures in docs/ (the demo's figures come from `make demo`).
 docs: demo
 	cp runs/demo/misgeneralization.png docs/coin_alpha.png
 	cp runs/demo/visitation.png docs/coin_alpha_visitation.png

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 
 from gridsim.core import EnvParams, EnvState, GridEnv, Level
-from gridsim.rollout import Policy, evaluate, obs_policy
+from gridsim.policy import Policy, obs_policy
+from gridsim.rollout import evaluate
 
 FLOOR = (236, 236, 230)
 COLOURS = {
@@ -73,6 +74,39 @@ def rgb(env: GridEnv, level: Level | EnvState, cell: int = 16) -> np.ndarray:
     return image
 
 
+def legend_entries(env: GridEnv) -> list[tuple[str, str, tuple[int, int, int]]]:
+    """What a picture of ``env`` draws, in channel order: ``(label, how, colour)`` per channel, ``how``
+    being ``"fill"`` (the cell), ``"disc"`` or ``"square"`` (a mark inside it)."""
+    entries = []
+    for name, colour in zip(env.channel_names, channel_colours(env)):
+        unseen = " (unseen by the agent)" if name in env.unseen_kinds else ""
+        if name == "agent":
+            entries.append(("agent", "disc", colour))
+        elif name in GLYPHS:
+            entries.append((f"{name} (mark){unseen}", GLYPHS[name], GLYPH_COLOUR))
+        elif name == "inventory":
+            entries.append(("inventory (top row)", "fill", colour))
+        else:
+            entries.append((name + unseen, "fill", colour))
+    return entries
+
+
+def _legend(fig, env: GridEnv, centre: float) -> None:
+    """One row of swatches under the sheet, centred at height ``centre`` (a fraction of the figure),
+    naming each kind drawn and its colour."""
+    from matplotlib.lines import Line2D
+
+    marker = {"fill": "s", "disc": "o", "square": "s"}
+    size = {"fill": 9, "disc": 8, "square": 5}
+    handles = [Line2D([], [], linestyle="", marker=marker[how], markersize=size[how],
+                      markerfacecolor=np.array(colour) / 255,
+                      markeredgecolor=(0.45, 0.45, 0.45) if how == "fill" else np.array(colour) / 255,
+                      label=label)
+               for label, how, colour in legend_entries(env)]
+    fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, centre), ncol=len(handles),
+               fontsize=8, frameon=False, handletextpad=0.3, columnspacing=1.2)
+
+
 def sample_levels(env: GridEnv, params: EnvParams, key: jax.Array, n: int) -> Level:
     """A batch of ``n`` levels from ``params``' distribution (via ``reset``)."""
     _, states = jax.jit(jax.vmap(env.reset, (0, None)))(jax.random.split(key, n), params)
@@ -80,7 +114,8 @@ def sample_levels(env: GridEnv, params: EnvParams, key: jax.Array, n: int) -> Le
 
 
 def level_sheet(env: GridEnv, train: EnvParams, test: EnvParams, key: jax.Array, path, n: int = 8) -> Path:
-    """PNG: ``n`` sampled training levels above ``n`` test levels; distinguishing ones marked."""
+    """PNG: ``n`` sampled training levels above ``n`` test levels, distinguishing ones marked, and a
+    legend of the kinds drawn and their colours."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +126,9 @@ def level_sheet(env: GridEnv, train: EnvParams, test: EnvParams, key: jax.Array,
     k_train, k_test = jax.random.split(key)
     rows = [("train", train, sample_levels(env, train, k_train, n)),
             ("test", test, sample_levels(env, test, k_test, n))]
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 1.6 * 2 * env.height / env.width + 0.9), squeeze=False)
+    legend_height = 0.35  # inches: one row of swatches under the levels
+    height = 1.6 * 2 * env.height / env.width + 0.9 + legend_height
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, height), squeeze=False)
     for r, (label, params, levels) in enumerate(rows):
         distinguishing, _ = jax.jit(oracles.label, static_argnums=0)(env, params, levels)
         for i in range(n):
@@ -104,11 +141,11 @@ def level_sheet(env: GridEnv, train: EnvParams, test: EnvParams, key: jax.Array,
             if i == 0:
                 ax.set_ylabel(label, fontsize=10)
     alpha = float(np.asarray(train.alpha))
-    fig.suptitle(
-        f"{env.name}: train (alpha={alpha:g}) vs test    true goal: {env.true_goal}, proxies: {', '.join(env.proxies)}",
-        fontsize=9,
-    )
-    fig.tight_layout()
+    proxies = ", ".join(env.proxies) or "none"
+    fig.suptitle(f"{env.name}: train (alpha={alpha:g}) vs test    true goal: {env.true_goal}, proxies: {proxies}",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, legend_height / height, 1, 1))
+    _legend(fig, env, centre=0.6 * legend_height / height)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
