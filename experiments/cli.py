@@ -77,11 +77,15 @@ def cmd_show(args) -> int:
 
 def cmd_calibrate(args) -> int:
     import gridsim
+    from experiments import memory
     from experiments.calibrate import calibrate, format_calibration
     from experiments.inspection import check_episodes
 
     check_episodes(args.episodes)
     env, params = gridsim.make(args.env, **_options(args.option))
+    levels = params.train(alpha=args.alpha)
+    needed = memory.evaluation_bytes(env, levels, args.episodes, int(np.asarray(levels.max_steps_in_episode)), False)
+    memory.refuse_beyond_device(needed, "--episodes", f"playing {args.episodes:,} test episodes at once")
     print(format_calibration(env, calibrate(env, params, args.episodes, args.seed, args.alpha)))
     return 0
 
@@ -118,11 +122,13 @@ def cmd_train(args) -> int:
 
     import gridsim
     from experiments import metrics
+    from experiments.plan import check_memory
     from experiments.runner import run_chunk
 
     if args.segments < 1:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
     spec = train_spec(args)
+    check_memory(spec, names={"seeds": "--seeds", "eval.episodes": "--eval-episodes"})
     env, _ = gridsim.make(spec.env_reference, **spec.env_options)
     total = spec.ppo.steps_per_seed * spec.seeds
     with tqdm(total=total, unit="step", unit_scale=True, desc=f"{spec.seeds} seeds") as bar:

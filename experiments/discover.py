@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from agents import ppo
 from experiments import spec as sweep_spec
-from experiments.inspection import check_episodes
+from experiments.inspection import check_episodes, check_traced_episodes
 from experiments.metrics import wilson_interval
 from experiments.runner import batch_params, runner_for
 from experiments.store import MANIFEST, Store, StoreError, atomic_write
@@ -51,6 +51,7 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
         raise StoreError(f"{directory} has no finished sweep points yet: nothing to discover")
     runner, params = runner_for(spec)
     env = runner.env
+    check_traced_episodes(env, params.test(), episodes, agents=spec.seeds)  # one point's agents at once
     rows = []
     for point in store.point_files():
         train = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [spec.points[point]]))

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from agents import ppo
+from experiments import memory
 from experiments import spec as sweep_spec
 from experiments.runner import batch_params, runner_for, seed_keys
 from experiments.store import MANIFEST, Store
@@ -86,6 +87,7 @@ def load_agent(directory, point: int, seed: int) -> Agent:
 
 
 def agent_episodes(agent: Agent, episodes: int, seed: int = 0) -> Episodes:
+    check_traced_episodes(agent.env, agent.test_params, episodes)
     max_steps = int(np.asarray(agent.test_params.max_steps_in_episode))
     return play(agent.trainer, agent.network, agent.test_params, jax.random.key(seed), episodes, max_steps)
 
@@ -147,6 +149,14 @@ def check_episodes(episodes: int) -> None:
     """Refuse a run of no test episodes before anything is played or written."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
+
+
+def check_traced_episodes(env, params, episodes: int, agents: int = 1) -> None:
+    """Refuse, before compiling, traced episodes (every step kept) that cannot fit the device."""
+    max_steps = int(np.asarray(params.max_steps_in_episode))
+    needed = agents * memory.evaluation_bytes(env, params, episodes, max_steps, trace=True)
+    memory.refuse_beyond_device(needed, "--episodes", f"tracing {episodes:,} test episodes of {max_steps:,} steps "
+                                f"for each of {agents:,} agent(s)")
 
 
 def inspect(directory, point: int, seed: int, episodes: int = 256, out_dir=None) -> list[Path]:

@@ -14,29 +14,37 @@ import math
 
 import jax
 
+from experiments import memory
 from experiments.runner import runner_for
 from experiments.spec import SweepSpec
-from experiments.train import memory_budget
 
 CPU_CHUNK_ENVS = 4096  # on a few CPU cores more parallel envs add no throughput, only coarser resumption
+
+
+def check_memory(spec: SweepSpec, names: dict[str, str] | None = None) -> int:
+    """Bytes one sweep point needs on one device; a point that cannot fit the whole device is refused,
+    naming the setting that needs the most (as the sweep file names it, or as ``names`` maps it)."""
+    runner, params = runner_for(spec)
+    devices = jax.local_devices()
+    seeds_per_device = spec.seeds // len(devices) if spec.seeds % len(devices) == 0 else spec.seeds
+    parts = {part: n * seeds_per_device for part, n in runner.bytes_per_agent(params).items()}
+    setting, what = (("eval.episodes", f"evaluating {spec.seeds:,} agents on {spec.eval_episodes:,} episodes each")
+                     if parts["evaluation"] > parts["training"] else
+                     ("seeds", f"training {spec.seeds:,} agents of one sweep point"))
+    memory.refuse_beyond_device(sum(parts.values()), (names or {}).get(setting, setting), what)
+    return sum(parts.values())
 
 
 def points_per_chunk(spec: SweepSpec) -> int:
     """The spec's ``[run] points_per_chunk``, else as many of its points as fit half this machine's
     memory (and, on CPU, ``CPU_CHUNK_ENVS``), balanced over the chunks."""
     todo = len(spec.points)
+    per_point = check_memory(spec)
     if spec.points_per_chunk:
         return max(1, min(spec.points_per_chunk, todo))
-    runner, params = runner_for(spec)
-    devices = jax.local_devices()
-    seeds_per_device = spec.seeds // len(devices) if spec.seeds % len(devices) == 0 else spec.seeds
-    budget, per_point = memory_budget(), runner.bytes_per_agent(params) * seeds_per_device
-    if per_point > 2 * budget:  # the estimate errs high: refuse only what cannot fit the whole memory
-        raise ValueError(f"seeds: one sweep point's {spec.seeds:,} agents need about {per_point / 2**30:.1f} GiB, "
-                         f"more than this machine's {2 * budget / 2**30:.1f} GiB; use fewer seeds")
-    fit = budget // max(1, per_point)
-    if devices[0].platform == "cpu":
-        fit = min(fit, CPU_CHUNK_ENVS // (spec.seeds * runner.config.num_envs))
+    fit = memory.budget() // max(1, per_point)
+    if jax.local_devices()[0].platform == "cpu":
+        fit = min(fit, CPU_CHUNK_ENVS // (spec.seeds * spec.ppo.num_envs))
     fit = max(1, min(todo, fit))
     chunks = math.ceil(todo / fit)
     return math.ceil(todo / chunks)

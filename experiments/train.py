@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents import ppo
-from experiments import metrics
+from experiments import memory, metrics
 from gridsim import OUTCOME_FAIL, OUTCOME_TRUE
 
 
@@ -101,19 +100,17 @@ class SeedRunner:
     def steps_per_seed(self) -> int:
         return self.config.steps_per_seed
 
-    def bytes_per_agent(self, params) -> int:
-        """A rough upper bound on one agent's device memory while training and evaluating."""
+    def bytes_per_agent(self, params) -> dict[str, int]:
+        """A rough upper bound on one agent's device memory, by the setting that drives it:
+        ``training`` (its state and rollouts) and ``evaluation`` (its test episodes)."""
         c = self.config
-        key = jax.random.key(0)
-        state = jax.eval_shape(self.trainer.init, key, params)
-        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state)
-                          if hasattr(x, "dtype") and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
+        state_bytes = memory.tree_bytes(jax.eval_shape(self.trainer.init, jax.random.key(0), params))
         obs_elems = int(np.prod(self.env.observation_space().shape))
         # rollout transitions (obs as bool, then float in the network) and activations, a few copies
         rollout = c.batch_size * (obs_elems * 5 + 4 * (9 + 6 * c.hidden))
         per_env = state_bytes / c.num_envs
         evaluation = self.eval_episodes * (per_env + obs_elems * 5 + 4 * 6 * c.hidden)
-        return int(2 * state_bytes + 3 * rollout + 2 * evaluation)
+        return {"training": int(2 * state_bytes + 3 * rollout), "evaluation": int(2 * evaluation)}
 
     def run(self, keys, train_params, test_params, eval_keys, segments: int = 20,
             on_segment: Callable[[int], None] | None = None) -> RunOutput:
@@ -161,17 +158,6 @@ class SeedRunner:
         )
         networks = _concat([jax.device_get(s.network) for s in states], axis=1)
         return RunOutput(results, history, networks)
-
-
-def memory_budget() -> int:
-    """Bytes a chunk may use: half the first device's memory (GPU), or half the free RAM (CPU)."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return int(stats["bytes_limit"] * 0.5)
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
-    except (ValueError, OSError):
-        return 4 << 30
 
 
 def _concat(trees, axis):

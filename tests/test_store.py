@@ -319,6 +319,21 @@ def test_discover_on_a_sweep_without_finished_points_says_so_and_writes_nothing(
     assert [p.name for p in (tmp_path / "empty").iterdir()] == [store_module.MANIFEST]
 
 
+def test_what_cannot_fit_the_device_is_refused_before_any_work_naming_the_setting(finished, tmp_path, capsys):
+    spec_path = write_spec(tmp_path, **{"episodes = 32": "episodes = 100000000"})
+    assert main(["sweep", str(spec_path)]) == 2
+    assert capsys.readouterr().err.startswith("gridsim: error: eval.episodes: evaluating 4 agents on 100,000,000")
+    assert not (tmp_path / "run").exists()
+    before = tree_digest(finished)
+    for command in (["inspect", str(finished)], ["discover", str(finished)],
+                    ["discover", str(finished), "--agent", "0", "0"]):
+        assert main([*command, "--episodes", "1000000000"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gridsim: error: --episodes: tracing 1,000,000,000 test episodes"), err
+        assert err.count("\n") == 1
+    assert tree_digest(finished) == before
+
+
 def test_figures_that_would_overwrite_a_file_are_refused_before_the_sweep(tmp_path, capsys):
     (tmp_path / "taken.png").write_bytes(b"x")
     spec_path = write_spec(tmp_path)
@@ -357,7 +372,9 @@ def test_sweep_files_that_are_not_utf8_are_named(tmp_path, capsys):
     ["report", "/no/such/sweep"], ["plot", "/no/such/sweep"], ["inspect", "/no/such/sweep"],
     ["sweep", "/no/such/file.toml"], ["sweep", "x.toml", "--executor", "cloud"],
     ["sweep", "x.toml", "--address", "auto"], ["train", "coin-at-end", "--segments", "0"],
-    ["train", "coin-at-end", "--seeds", "1000000000000"],
+    ["train", "coin-at-end", "--seeds", "1000000000000"], ["train", "coin-at-end", "--seeds", "1000000"],
+    ["train", "coin-at-end", "--eval-episodes", "1000000000"],
+    ["calibrate", "coin-at-end", "--episodes", "1000000000000"],
 ]))
 def test_generated_bad_command_lines_exit_2_without_a_traceback(capsys, args):
     try:
