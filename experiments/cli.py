@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -163,6 +165,7 @@ def cmd_sweep(args) -> int:
         spec = dataclasses.replace(spec, out=Path(args.out))
     figures = Store(spec.out).figures(args.figures)  # refused now, not after the sweep
     run_on = executor(args.executor, args.address)
+    run_on.prepare()
     try:
         out = sweep.run(spec, force=args.force, executor=run_on)
     except KeyboardInterrupt:
@@ -314,8 +317,18 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"gridsim: warning: {message}\n"
 
 
+def _interrupt_once(signum, frame):
+    """The first Ctrl-C interrupts; later ones are ignored, so that they cannot break the first's
+    clean-up (releasing the lock, saying what is kept) into a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is \
+            signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt_once)
     if not args.no_compile_cache:
         compile_cache.enable()
     warnings.formatwarning = _one_line_warning  # a warning is a line for the user, not a source location
@@ -338,5 +351,16 @@ def main(argv=None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``gridsim`` command. An interrupted run leaves at once, skipping the interpreter's
+    teardown: XLA may still be compiling in its threads, and tearing down under them can crash."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

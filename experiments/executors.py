@@ -8,7 +8,9 @@ through the store, so one process writes, whatever runs the chunks.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,9 @@ class LocalExecutor:
     """Chunks one after another in this process, reporting progress as training proceeds."""
 
     name = "local"
+
+    def prepare(self) -> None:
+        """Nothing to reach before the sweep starts."""
 
     def map(self, spec: SweepSpec, chunks: list[list[int]], pad_to: int, progress: Progress) -> Iterator[ChunkResult]:
         for chunk in chunks:
@@ -68,6 +73,19 @@ class RayExecutor:
         # the driver only writes: the devices are the tasks' (no effect once this process used a device)
         jax.config.update("jax_platforms", "cpu")
 
+    def prepare(self) -> None:
+        """Reach the cluster before the sweep writes anything: an address that does not answer is
+        named in one line, without Ray's minutes of retries and pages of log."""
+        if self.address and self.address != "auto":
+            host, _, port = self.address.removeprefix("ray://").rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"--address {self.address}: expected HOST:PORT, ray://HOST:PORT or auto")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+            except OSError as err:
+                raise ValueError(f"cannot reach a Ray cluster at {self.address}: {err.strerror or err}") from None
+        self._connect()
+
     def _connect(self):
         try:
             import ray
@@ -79,6 +97,7 @@ class RayExecutor:
                         if k.startswith(("XLA_", "JAX_", "PYTHONPATH", "GRIDSIM_"))}
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING,
                          runtime_env={"env_vars": env_vars} if env_vars else None)
             except (ConnectionError, RuntimeError) as err:
                 raise ValueError(f"cannot reach a Ray cluster at {self.address}: {err}") from None

@@ -50,3 +50,13 @@ def test_a_ray_sweep_survives_a_killed_worker_and_equals_the_local_one(tmp_path,
         assert (tmp_path / "run" / name).read_bytes() == (finished / name).read_bytes(), name
     (record,) = Store(tmp_path / "run").chunks()
     assert record["executor"] == "ray" and record["pid"] != killed  # run again, by another worker
+
+
+def test_an_unreachable_cluster_is_named_before_anything_is_written(tmp_path, capsys):
+    from experiments.cli import main
+
+    spec_path = write_spec(tmp_path)
+    assert main(["sweep", str(spec_path), "--executor", "ray", "--address", "127.0.0.1:1"]) == 2  # refused at once
+    err = capsys.readouterr().err
+    assert err == "gridsim: error: cannot reach a Ray cluster at 127.0.0.1:1: Connection refused\n"
+    assert not (tmp_path / "run").exists()

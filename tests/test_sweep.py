@@ -178,6 +178,25 @@ def test_a_points_numbers_do_not_depend_on_its_chunk_or_on_a_resume(tmp_path):
     assert [r["points"] for r in Store(run).chunks()] == [[0, 1], [2], [0]]
 
 
+def test_ctrl_c_twice_during_compilation_ends_with_one_line_and_keeps_the_directory_usable(tmp_path):
+    """Both interrupts land while XLA compiles (no compilation cache): exit 130, the one line that
+    says what is kept, no traceback and no crash; the directory then resumes."""
+    spec_path = write_spec(tmp_path)
+    command = [sys.executable, "-m", "experiments.cli", "--no-compile-cache", "sweep", str(spec_path)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen = b""
+    while b"chunk 1/1" not in seen and process.poll() is None:
+        seen += os.read(process.stderr.fileno(), 4096)
+    for _ in range(2):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    err = (seen + process.stderr.read()).decode()
+    assert process.wait(timeout=120) == 130, err[-2000:]
+    assert "Traceback" not in err and err.count("gridsim: interrupted:") == 1, err[-2000:]
+    assert Store(tmp_path / "run").manifest()["seeds"] == 4
+
+
 def test_a_different_sweep_into_the_same_directory_is_refused(tmp_path, finished, capsys):
     other = write_spec(tmp_path, out=finished, **{"alpha = [0.0, 0.5, 1.0]": "alpha = [0.25]"})
     before = results(finished)
