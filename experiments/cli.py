@@ -324,11 +324,21 @@ def _interrupt_once(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv=None) -> int:
+def main(argv=None, restore_interrupt: bool = True) -> int:
+    """Run one command; ``restore_interrupt``: give Ctrl-C its usual meaning back afterwards."""
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is \
-            signal.default_int_handler:
+    ours = threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if ours:
         signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        return _run(args)
+    finally:
+        if ours and restore_interrupt:  # a caller of main (a test, a notebook) gets its Ctrl-C back
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(args) -> int:
     if not args.no_compile_cache:
         compile_cache.enable()
     warnings.formatwarning = _one_line_warning  # a warning is a line for the user, not a source location
@@ -354,7 +364,7 @@ def main(argv=None) -> int:
 def entry() -> None:
     """The ``gridsim`` command. An interrupted run leaves at once, skipping the interpreter's
     teardown: XLA may still be compiling in its threads, and tearing down under them can crash."""
-    code = main()
+    code = main(restore_interrupt=False)  # a Ctrl-C after the first stays ignored until the process exits
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()

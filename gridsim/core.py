@@ -51,8 +51,24 @@ def known_value(x):
         return None
 
 
+def _as_field(name: str, old, new):
+    """A Python number for a param as an array of the param's own dtype (``alpha=1`` is the float
+    1.0), refusing a value that dtype cannot hold; anything else as ``_as_array`` makes it."""
+    dtype = getattr(old, "dtype", None)
+    if dtype is None or isinstance(new, bool) or not isinstance(new, int | float):
+        return new
+    if jnp.issubdtype(dtype, jnp.integer):
+        limits = np.iinfo(dtype)
+        if new != new or new in (float("inf"), float("-inf")) or int(new) != new:
+            raise ValueError(f"param {name!r} takes whole numbers, got {new!r}")
+        if not limits.min <= new <= limits.max:
+            raise ValueError(f"param {name!r} must lie in [{limits.min}, {limits.max}], got {new}")
+    return jnp.asarray(new, dtype=dtype)
+
+
 def _with(params, **updates):
-    """``dataclasses.replace`` that stores Python scalars as fixed-dtype arrays."""
+    """``dataclasses.replace`` that stores Python scalars as fixed-dtype arrays, each of its field's dtype."""
+    updates = {name: _as_field(name, getattr(params, name, None), value) for name, value in updates.items()}
     return jax.tree_util.tree_map(_as_array, dataclasses.replace(params, **updates))
 
 
@@ -104,8 +120,13 @@ class EnvParams:
     def batch(self, **fields) -> EnvParams:
         """Stack this params into a batch along a new leading axis, one entry per value
         of the given fields (all of the same length), for ``vmap(in_axes=0)``."""
-        values = {name: jnp.asarray(v) for name, v in fields.items()}
+        values = {name: np.asarray(v) if isinstance(v, list | tuple) else jnp.asarray(v) for name, v in fields.items()}
         sizes = {v.shape[0] for v in values.values() if v.ndim > 0}
+        for name, v in values.items():  # a list of Python numbers: each must fit its field's dtype
+            dtype = getattr(getattr(self, name, None), "dtype", None)
+            if isinstance(v, np.ndarray) and dtype is not None and jnp.issubdtype(dtype, jnp.integer):
+                for value in v.ravel().tolist():
+                    _as_field(name, getattr(self, name), value)
         if len(sizes) != 1:
             raise ValueError(f"batch fields must be 1-D arrays of one length, got {fields}")
         (n,) = sizes
@@ -309,7 +330,7 @@ class GridEnv:
     # ---- declared by subclasses ------------------------------------------------
 
     def default_params(self) -> EnvParams:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not write default_params()")
 
     def sample_layout(self, key: jax.Array, params: EnvParams) -> jax.Array:
         """The walls, ``bool[H, W]``; an open room unless overridden."""
@@ -320,11 +341,12 @@ class GridEnv:
 
     def sample_level(self, key: jax.Array, layout: Layout, params: EnvParams, diverse: jax.Array) -> Level:
         """A level on ``layout``, from the diverse (test) distribution where ``diverse``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not write sample_level(key, layout, params, diverse)")
 
     def interact(self, level: Level, params: EnvParams) -> tuple[Level, dict[str, jax.Array]]:
-        """After the agent has moved: update objects, return the step's events."""
-        raise NotImplementedError
+        """After the agent has moved: update objects, return the step's events: every name of the
+        class's ``event_names`` (not ``extra_events``, which the engine adds), each a boolean scalar."""
+        raise NotImplementedError(f"{type(self).__name__} does not write interact(level, params)")
 
     def goal_targets(self, level: Level, params: EnvParams) -> dict[str, jax.Array]:
         """What an oracle plans for, per goal: ``bool[H, W]`` cells whose entering triggers the goal's
@@ -385,6 +407,83 @@ class GridEnv:
                 "targets its live objects; give others in goal_targets(level, params), or pass "
                 "extra_targets={name: fn(level, params) -> bool[H, W]}"
             )
+
+    def check_functions(self, params: EnvParams) -> None:
+        """Raise ``ValueError`` naming the first mistake in the environment's own functions, found by
+        tracing them once abstractly (``jax.eval_shape``: nothing compiles or runs): a reset
+        (``sample_layout``, ``sample_level``, ``observe``), a step without its auto-reset (``interact``,
+        ``extra_events``, the reward, which must be a scalar), the goals' avoided cells and the
+        measures. An event declared but not returned by ``interact`` or returned but not declared,
+        or a step that changes the level's shapes or types, is named here; an exception raised in the
+        environment's code propagates (``user_errors`` names it)."""
+
+        def probe(key, params):
+            _, state = self.reset(key, params)
+            final, reward, *_ = self.transition(state, jnp.int32(0), params)
+            self.goal_avoids(state.level, params)
+            self.measure_episode(state.level, jnp.zeros(len(self.event_names), jnp.int32), params)
+            return state.level, final.level, reward
+
+        before, after, reward = jax.eval_shape(probe, jax.random.key(0), params)
+        if reward.shape != ():
+            raise ValueError(f"{self.label}: the reward of a step is {_typed(reward)}, not a scalar")
+        for field in dataclasses.fields(Level):
+            was, now = getattr(before, field.name), getattr(after, field.name)
+            if (was.shape, was.dtype) != (now.shape, now.dtype):
+                raise ValueError(f"{self.label}: interact returned a level whose {field.name} is {_typed(now)}, "
+                                 f"not {_typed(was)} as sample_level drew it")
+
+    def _check_events(self, events) -> None:
+        """Refuse, naming them, events that ``interact`` declared but did not return or returned
+        undeclared; at trace time, so it costs a step nothing."""
+        declared = tuple(name for name in self.event_names if name not in self.extra_events)
+        if not isinstance(events, Mapping):
+            raise ValueError(f"{self.label}: interact must return (level, events), events a dict from each of "
+                             f"{declared} to a boolean scalar; got {type(events).__name__} for the events")
+        missing = [name for name in declared if name not in events]
+        if missing:
+            raise ValueError(f"{self.label}: interact did not return event(s) {missing}, declared in event_names "
+                             f"{declared}; it returned {list(events)}")
+        undeclared = [name for name in events if name not in declared]
+        if undeclared:
+            extra = [name for name in undeclared if name in self.extra_events]
+            also = f" ({extra} also given as extra_events)" if extra else ""
+            raise ValueError(f"{self.label}: interact returned event(s) {undeclared}{also} not declared in "
+                             f"event_names {declared}: declare them, or they would be dropped")
+        bad = [f"{name!r} is {_typed(value)}" for name, value in events.items()
+               if jnp.shape(value) != () or jnp.result_type(value) != jnp.bool_]
+        if bad:
+            raise ValueError(f"{self.label}: each event interact returns is a boolean scalar; {', '.join(bad)}")
+
+    def reward_problem(self, params: EnvParams) -> str | None:
+        """Why, under the default reward (the weighted sum of ``reward_weights``), reaching the true goal
+        pays nothing, or None: the true goal is weighted 0 or less, or it has no weight and no event
+        but the proxies has a positive one. A true goal unweighted by name may pay through another
+        event (keys-and-chests pays each ``chest_opened``, never ``chests_done``), so that is no
+        problem; a ``reward_fn`` can pay anything, so it never is."""
+        if self.reward_fn is not None:
+            return None
+        weights = {name: known_value(w) for name, w in params.reward_weights.items()}
+        if any(w is None for w in weights.values()):
+            return None  # traced: not known here
+        goal, fix = self.true_goal, f"give it a weight (reward_weights={{{self.true_goal!r}: 1.0}}) or a reward_fn"
+        if goal in weights:
+            if np.all(weights[goal] <= 0):
+                return (f"{self.label}: the true goal {goal!r} has reward weight {float(np.max(weights[goal]))}, so "
+                        f"reaching it never pays and agents will not learn it; {fix}")
+            return None
+        if any(np.any(w > 0) for name, w in weights.items() if name not in self.proxies):
+            return None
+        paid = [name for name, w in weights.items() if np.any(w > 0)]
+        what = f"only the proxies {paid}" if paid else "no event"
+        return (f"{self.label}: the true goal {goal!r} has no reward weight and reward_weights pay {what} "
+                f"(the reward is their weighted sum), so reaching it never pays and agents will not learn it; {fix}")
+
+    @property
+    def label(self) -> str:
+        """The environment in messages: its ``name``, or its class's where the class does not set one
+        (a subclass of a built-in inherits the built-in's name)."""
+        return self.name if "name" in vars(type(self)) else type(self).__name__
 
     def check_params(self, params: EnvParams) -> None:
         """Raise ``ValueError`` naming the problem when concrete params cannot work."""
@@ -517,6 +616,7 @@ class GridEnv:
         target = jnp.clip(level.agent + jnp.asarray(MOVES)[action], 0, jnp.array([self.height - 1, self.width - 1]))
         agent = jnp.where(level.walls[target[0], target[1]], level.agent, target)
         after, events = self.interact(level.replace(agent=agent), params)
+        self._check_events(events)
         if self.stochastic:
             after = after.replace(seed=rng.advance(level.seed))
         for name, event_fn in self.extra_events.items():
@@ -665,3 +765,8 @@ def outcome_of(first_reached: jax.Array) -> jax.Array:
     reached = first_reached >= 0
     when = jnp.where(reached, first_reached, jnp.iinfo(jnp.int32).max)
     return jnp.where(jnp.any(reached), OUTCOME_TRUE + jnp.argmin(when), OUTCOME_FAIL).astype(jnp.int32)
+
+
+def _typed(x) -> str:
+    """``float32[3]``: an array's type as JAX prints it."""
+    return f"{jnp.result_type(x)}{list(jnp.shape(x))}".replace(" ", "")

@@ -13,10 +13,15 @@ import importlib.util
 import inspect
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+
 from gridsim.core import EnvParams, GridEnv
+from gridsim.plugin_errors import user_errors, users_file
 
 _REGISTRY: dict[str, Callable[..., GridEnv]] = {}
 
@@ -77,17 +82,9 @@ def load(reference: str):
 
 
 def _user_files(modules) -> list[str]:
-    """The source files of ``modules`` outside Python's installation and gridsim: the user's own."""
-    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    installed.add(Path(__file__).resolve().parents[1])
-    files = []
-    for module in modules:
-        file = getattr(module, "__file__", None)
-        if file and file.endswith(".py"):
-            path = Path(file).resolve()
-            if not any(path.is_relative_to(root) for root in installed):
-                files.append(str(path))
-    return sorted(files)
+    """The source files of ``modules`` that are the user's own (``plugin_errors.users_file``)."""
+    files = [getattr(module, "__file__", None) for module in modules]
+    return sorted(str(Path(f).resolve()) for f in files if f and f.endswith(".py") and users_file(f))
 
 
 def plugin_files(reference: str) -> dict[str, str]:
@@ -156,6 +153,13 @@ def make(name: str, **overrides) -> tuple[GridEnv, EnvParams]:
     ``observation``, capacities: these compile into the program) or a field of
     its params (traced: ``alpha``, ``max_steps_in_episode``, counts, ...).
     ``reward_weights`` overrides are merged into the defaults.
+
+    Before anything compiles, the environment's functions are traced once abstractly
+    (``GridEnv.check_functions``): an event declared but not returned by ``interact``, or returned
+    but not declared, is refused with a ``ValueError`` naming it, and an exception raised in a
+    plug-in's code (its constructor, ``sample_level``, ``interact``, ``goal_targets``, a hook) becomes
+    a one-line ``ValueError`` naming the plug-in, the function and the exception. A true goal that
+    the default reward never pays is a warning (``GridEnv.reward_problem``).
     """
     if not isinstance(name, str):
         raise ValueError(f"an environment is named by a string, got {name!r}")
@@ -168,13 +172,16 @@ def make(name: str, **overrides) -> tuple[GridEnv, EnvParams]:
     if not (inspect.isclass(factory) and issubclass(factory, GridEnv)) and not inspect.isfunction(factory):
         raise ValueError(f"{name!r} is not a gridsim environment: name a GridEnv subclass or a function "
                          f"returning one (got {type(factory).__name__})")
-    static_options = set(_option_parameters(factory))
+    with user_errors(name, factory):  # a function's options are those of the env it returns: it is called
+        static_options = set(_option_parameters(factory))
     static = {k: v for k, v in overrides.items() if k in static_options}
     _check_option_types(factory, static)
-    env = factory(**static)
+    with user_errors(name, factory):
+        env = factory(**static)
     if not isinstance(env, GridEnv):
         raise ValueError(f"{name!r} did not produce a gridsim GridEnv (got {type(env).__name__})")
-    params = env.default_params()
+    with user_errors(name, factory, env):
+        params = env.default_params()
     param_fields = {f.name for f in dataclasses.fields(params)}
     unknown = set(overrides) - static_options - param_fields
     if unknown:
@@ -187,6 +194,32 @@ def make(name: str, **overrides) -> tuple[GridEnv, EnvParams]:
     if "reward_weights" in updates:
         updates["reward_weights"] = {**params.reward_weights, **updates["reward_weights"]}
     params = params.replace(**updates)
-    env.check_params(params)
-    env.check_goals()
+    with user_errors(name, factory, env):
+        env.check_params(params)
+        env.check_goals()
+        _check_functions(env, params, factory, static)
+    problem = env.reward_problem(params)
+    if problem:
+        warnings.warn(problem, stacklevel=2)
     return env, params
+
+
+_CHECKED: set = set()  # (factory, static options, params' structure) whose functions traced cleanly
+
+
+def _check_functions(env: GridEnv, params: EnvParams, factory, static: dict) -> None:
+    """``env.check_functions(params)`` once per factory, static options and params' shapes: tracing
+    depends on nothing else, and an environment made again (every CLI command, every sweep chunk)
+    is not traced again. Options that cannot be hashed (hooks in dicts) are traced every time."""
+    leaves, structure = jax.tree_util.tree_flatten(params)
+    try:
+        key = (factory, tuple(sorted(static.items())), structure,
+               tuple((jnp.shape(x), jnp.result_type(x).name) for x in leaves))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _CHECKED:
+        return
+    env.check_functions(params)
+    if key is not None:
+        _CHECKED.add(key)

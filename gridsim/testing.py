@@ -2,10 +2,14 @@
 the first invariant an environment breaks. The test suite runs it over every registered
 environment and the example plug-in; run it on your own before you trust its labels.
 
-What it checks, on training (``alpha`` 0 and 1) and test levels under random actions: the agent
-stays in bounds and out of walls and the border stays whole; objects never move (those of
-``mobile_kinds`` move one cell a step at most), are only consumed (those of ``regrowing_kinds`` may
-come back, not under the agent), and sit on free cells; rewards stay within what ``reward_weights``
+First, what ``gridsim.make`` checks, as assertions: each goal has a target, ``interact`` returns
+exactly the declared events, the environment's functions trace without raising (an exception in
+them is named with its function), and the default reward pays the true goal
+(``GridEnv.reward_problem``). Then, on training (``alpha`` 0 and 1) and test levels under random
+actions: the agent stays in bounds and out of walls and the border stays whole; objects never move
+(those of ``mobile_kinds`` move one cell a step at most), are only consumed (those of
+``regrowing_kinds`` may come back, not under the agent), and sit on free cells (one in a wall is
+named with its kind, slot, cell and level); rewards stay within what ``reward_weights``
 allow; the episode bookkeeping (``terminated``, ``truncated``, lengths, outcomes,
 ``final_observation``) agrees with itself; a fixed key gives the same episodes; changing traced
 params does not recompile; and each goal's oracle, played as a policy, reaches its own goal on
@@ -20,12 +24,21 @@ import numpy as np
 
 from gridsim import oracles
 from gridsim.core import OUTCOME_FAIL, OUTCOME_TRUE, EnvParams, GridEnv
+from gridsim.plugin_errors import user_errors
 from gridsim.rollout import evaluate
 
 
 def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, num_envs: int = 32,
               num_steps: int | None = None, oracle_levels: int = 256) -> None:
     params = env.default_params() if params is None else params
+    try:  # the mistakes gridsim.make names, named here too for an environment built directly
+        with user_errors(env.label, env):
+            env.check_goals()
+            env.check_functions(params)
+    except ValueError as err:
+        raise AssertionError(str(err)) from err
+    problem = env.reward_problem(params)
+    assert problem is None, problem
     num_steps = num_steps or 2 * int(params.max_steps_in_episode) + 2  # every env ends at least one episode
     traces = []
 
@@ -35,8 +48,8 @@ def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, n
 
     run = jax.jit(rollout)
     key = jax.random.key(seed)
-    for case, case_params in (("alpha=0", params.train(0.0)), ("alpha=1", params.train(1.0)),
-                              ("test", params.test())):
+    for case, case_params in (("training levels, alpha=0", params.train(0.0)),
+                              ("training levels, alpha=1", params.train(1.0)), ("test levels", params.test())):
         out = jax.tree_util.tree_map(np.asarray, run(key, case_params))
         _check_rollout(env, case_params, out, case)
     assert len(traces) == 1, f"changing traced params recompiled the step ({len(traces)} traces)"
@@ -73,7 +86,7 @@ def random_rollout(env, params, key, num_envs: int, num_steps: int):
 def _check_rollout(env, params, out, case):
     before, after, rewards, dones, info, observed = out
     levels = after.level
-    where = f"{env.name} ({case})"
+    where = f"{env.label} ({case})"
     assert observed.all(), f"{where}: an observation differs from observe(level) of its state"
     rows, cols = levels.agent[..., 0], levels.agent[..., 1]
     assert ((rows >= 0) & (rows < env.height) & (cols >= 0) & (cols < env.width)).all(), f"{where}: agent out of bounds"
@@ -94,9 +107,7 @@ def _check_rollout(env, params, out, case):
     assert not (revived & ~regrowing).any(), f"{where}: a consumed object came back"
     on_agent = np.all(ended.obj_pos == ended.agent[..., None, :], axis=-1)
     assert not (revived & on_agent).any(), f"{where}: an object grew under the agent"
-    t, n, _ = np.nonzero(levels.obj_alive)
-    live = levels.obj_pos[levels.obj_alive]
-    assert not levels.walls[t, n, live[:, 0], live[:, 1]].any(), f"{where}: an object sits in a wall"
+    _check_objects_off_walls(env, where, before, after)
     if env.reward_fn is None:
         weights = np.array([float(w) for w in params.reward_weights.values()] or [0.0])
         low, high = weights[weights < 0].sum(), weights[weights > 0].sum()
@@ -118,6 +129,31 @@ def _check_rollout(env, params, out, case):
         f"{where}: an episode that reached its true goal is labelled a failure"
 
 
+def _check_objects_off_walls(env, where, before, after):
+    """Name the first live object in a wall: its kind, slot and cell, and the level (which of the
+    rollout's environments, at which step, drawn so or moved there)."""
+    n_envs = before.walls.shape[1]
+    # the levels the rollout's environments reset to first, then each step's level, with the step it followed
+    cases = [(before.walls[:1], before.obj_pos[:1], before.obj_alive[:1], None),
+             (after.level.walls, after.level.obj_pos, after.level.obj_alive, after.time)]
+    for walls, pos, alive, time in cases:
+        t, n, k = np.indices(alive.shape)
+        inside = walls[t, n, pos[..., 0], pos[..., 1]] & alive
+        if not inside.any():
+            continue
+        t, n, k = (int(i[0]) for i in np.nonzero(inside))
+        r, c = (int(i) for i in pos[t, n, k])
+        if time is None:
+            level = f"on the level environment {n} of {n_envs} was reset to (sample_level drew it so)"
+        elif time[t, n] == 0:
+            level = (f"on the level environment {n} of {n_envs} drew when its episode ended at step {t + 1} "
+                     "(sample_level drew it so)")
+        else:
+            level = f"in environment {n} of {n_envs} after step {t + 1} (interact moved it there)"
+        raise AssertionError(f"{where}: a {env.slot_kinds[k]!r} object (slot {k}) sits in a wall at ({r}, {c}), "
+                             f"{level}")
+
+
 def _check_oracles(env, params, key, levels):
     """Each goal's oracle, played through the env as a policy, reaches its own goal on every level
     the labels call distinguishing (the labels come from the oracles' planned outcomes, which define
@@ -131,4 +167,4 @@ def _check_oracles(env, params, key, levels):
     distinguishing, outcome = map(np.asarray, jax.jit(jax.vmap(play))(jnp.arange(len(env.goal_names))))
     for g, goal in enumerate(env.goal_names):
         assert (outcome[g][distinguishing[g]] == OUTCOME_TRUE + g).all(), \
-            f"{env.name}: the {goal!r} oracle, played, missed its goal on a distinguishing level"
+            f"{env.label}: the {goal!r} oracle, played, missed its goal on a distinguishing level"
