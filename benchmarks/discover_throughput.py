@@ -2,6 +2,9 @@
 
     python benchmarks/discover_throughput.py runs/coin_alpha            # after `make demo`
     python benchmarks/discover_throughput.py runs/coin_alpha --episodes 256 --repeats 3
+    python benchmarks/discover_throughput.py DIR --smoke --out-dir /tmp/bench   # seconds: 16 episodes, 2 runs
+
+Like ``gridsim discover``, each run writes its table into the sweep directory.
 
 The first run includes compilation (one program per sweep, reused by every point); the others load
 nothing new. Reports agents, episodes and scored moves per second, the median over repeats after
@@ -31,8 +34,11 @@ def main(argv=None) -> None:
     parser.add_argument("directory", help="a finished sweep directory")
     parser.add_argument("--episodes", type=int, default=256, help="test episodes per agent (default 256)")
     parser.add_argument("--repeats", type=int, default=3, help="runs, the first with compilation (default 3)")
+    parser.add_argument("--smoke", action="store_true", help="seconds, for the tests: 16 episodes per agent, 2 runs")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.episodes, args.repeats = 16, 2
     info = device_info()
     seconds, table = [], None
     for _ in range(args.repeats):

@@ -2,7 +2,8 @@
 
     python benchmarks/env_throughput.py                      # B = 1, 64, 1024, 8192 (~10 min on 2 CPU cores)
     python benchmarks/env_throughput.py --batch-sizes 1024   # one batch size
-    python benchmarks/env_throughput.py --quick              # smoke run, a minute or two
+    python benchmarks/env_throughput.py --quick              # every environment at B = 8, a minute or two
+    python benchmarks/env_throughput.py --smoke --out-dir /tmp/bench  # seconds: a few environments, one peer each
 
 Writes ``benchmarks/results/env_throughput-<platform>-<time>.{json,md}`` and prints
 the Markdown tables. The method is described in ``benchmarks/README.md``.
@@ -33,6 +34,7 @@ XLA_FLAGS_AT_LAUNCH = os.environ.get("XLA_FLAGS")
 # gridsim adds its XLA_FLAGS default on import. Importing jax starts no backend, so
 # importing gridsim here, before any computation, puts the peers under the same flags.
 import gridsim  # noqa: E402
+from gridsim import layouts  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -64,7 +66,7 @@ class FixedMazeCheese(gridsim.CheeseInCorner):
 
     def __init__(self, height: int = 9, width: int = 9, **kwargs):
         super().__init__(height, width, **kwargs)
-        self.fixed_walls = jax.device_get(gridsim.layouts.maze(jax.random.key(0), self.height, self.width))
+        self.fixed_walls = jax.device_get(layouts.maze(jax.random.key(0), self.height, self.width))
 
     def sample_layout(self, key, params):
         return jnp.asarray(self.fixed_walls)
@@ -107,8 +109,8 @@ def gridsim_case(name, label: str = "", exact_resets: bool = False, **overrides)
 def navix_cases(names) -> list[Case]:
     try:
         import navix
-    except ImportError:
-        print("navix is not installed: skipping its environments", file=sys.stderr)
+    except ImportError as err:
+        print(f"navix is not installed ({err}): skipping its environments", file=sys.stderr)
         return []
     cases = []
     for name in names:
@@ -128,8 +130,8 @@ def xminigrid_cases(names) -> list[Case]:
     try:
         import xminigrid
         from xminigrid.wrappers import GymAutoResetWrapper
-    except ImportError:
-        print("xminigrid is not installed: skipping its environments", file=sys.stderr)
+    except ImportError as err:
+        print(f"xminigrid is not installed ({err}): skipping its environments", file=sys.stderr)
         return []
     cases = []
     for name in names:
@@ -154,9 +156,9 @@ def jaxgmg_cases(sizes) -> list[Case]:
     try:
         from jaxgmg.environments import cheese_in_the_corner, follow_me, keys_and_chests, monster_world
         from jaxgmg.procgen import maze_generation
-    except ImportError:
-        print("jaxgmg is not installed (not on the package registry: pip install --no-deps from its "
-              "source, plus einops, jaxtyping, imageio): skipping its environments", file=sys.stderr)
+    except ImportError as err:
+        print(f"jaxgmg is not installed ({err}; it is not on the package registry: pip install --no-deps from "
+              "its source, plus einops, jaxtyping, imageio): skipping its environments", file=sys.stderr)
         return []
     open_room = maze_generation.OpenMazeGenerator()
     settings = [(module, size, {}) for module in (cheese_in_the_corner, keys_and_chests) for size in sizes]
@@ -327,13 +329,13 @@ def fmt(x: float) -> str:
 def markdown(results: dict[str, Any]) -> str:
     rows, peers = results["rollouts"], results["peers"]
     lines = [
-        "| env | B | T | steps/s (median) | compile s | " + " | ".join(f"× {p}" for p in peers) + " |",
+        "| env | B | T | steps/s (median) | compile s |" + "".join(f" × {p} |" for p in peers),
         "|---|---:|---:|---:|---:|" + "---:|" * len(peers),
     ]
     for r in rows:
         ratios = [fmt(r["ratios"][p]) if p in r.get("ratios", {}) else "" for p in peers]
-        lines.append(f"| {r['env']} | {r['batch']} | {r['steps']} | {fmt(r['steps_per_s'])} | {r['compile_s']:.1f} | "
-                     + " | ".join(ratios) + " |")
+        lines.append(f"| {r['env']} | {r['batch']} | {r['steps']} | {fmt(r['steps_per_s'])} | {r['compile_s']:.1f} |"
+                     + "".join(f" {ratio} |" for ratio in ratios))
     lines += ["", "| env | observation (shape, dtype) | actions |", "|---|---|---:|"]
     seen = {}
     for r in rows:
@@ -358,13 +360,18 @@ def parse_args(argv=None):
     p.add_argument("--target-steps", type=int, default=2**18, help="env steps per timed call, B * T")
     p.add_argument("--min-steps", type=int, default=32, help="smallest T")
     p.add_argument("--max-steps", type=int, default=4096, help="largest T (bounds the small-B calls)")
-    p.add_argument("--quick", action="store_true", help="smoke run: B = 8, T = 16, 2 repeats")
+    p.add_argument("--quick", action="store_true", help="every environment at B = 8, T = 16, 2 repeats")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds, for the tests: B = 8, T = 16, 1 repeat; four gridsim environments, the first "
+                        "environment of each installed peer, maze 9x9 and coin-at-end resets only")
     p.add_argument("--only", type=lambda s: s.split(","), default=None,
                    help="comma-separated names: run only these environments (as the tables name them)")
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.gpu_batch_sizes, args.steps, args.repeats = [8], [], 16, 2
+    if args.smoke:
+        args.batch_sizes, args.gpu_batch_sizes, args.steps, args.repeats = [8], [], 16, 1
     return args
 
 
@@ -403,6 +410,11 @@ def main(argv=None):
     if args.only:
         ours = [c for c in ours if c.name in args.only]
         peers = [c for c in peers if c.name in args.only]
+    elif args.smoke:
+        # every case above is built (so a renamed option fails here too), but only these are compiled:
+        # the two the reset cost needs, one with exact resets and the subclassed env; of each peer, its first
+        ours = [coin, short, cheese_exact, fixed_maze]
+        peers = [next(c for c in peers if c.family == family) for family in dict.fromkeys(c.family for c in peers)]
     rollouts = []
     for batch in batch_sizes:
         steps = steps_for(batch, args)
@@ -415,12 +427,12 @@ def main(argv=None):
     reset_cost = {b: by_key[short.name, b]["steps_per_s"] / by_key[coin.name, b]["steps_per_s"]
                   for b in batch_sizes if (short.name, b) in by_key and (coin.name, b) in by_key}
 
-    reset_batch = 64 if args.quick else 1024
+    reset_batch = 8 if args.smoke else 64 if args.quick else 1024
     batched = {}
-    for n in (9, 13):
-        maze = lambda key, n=n: gridsim.layouts.maze(key, n, n)
+    for n in (9,) if args.smoke else (9, 13):
+        maze = lambda key, n=n: layouts.maze(key, n, n)
         batched[f"maze {n}x{n} levels"] = time_batched(maze, reset_batch, args.repeats)
-    for case in (coin, cheese, keys):
+    for case in (coin,) if args.smoke else (coin, cheese, keys):
         batched[f"{case.name} resets"] = time_batched(case.reset, reset_batch, args.repeats)
 
     info["loadavg_end"] = os.getloadavg()
