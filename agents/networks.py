@@ -71,8 +71,7 @@ def _input_dot_general(x, kernel, dimension_numbers, precision=None, preferred_e
 
 
 def _dense(features: int, scale: float, wide_input: bool = False) -> nn.Dense:
-    # only layers fed by the wide encoder output gain from _matmul (measured: on the 64-wide
-    # hidden layers it was slower at 64 seeds)
+    # only layers fed by the wide encoder output gain from _matmul; on the narrow hidden layers it is slower
     return nn.Dense(
         features,
         kernel_init=orthogonal(scale),
@@ -83,10 +82,9 @@ def _dense(features: int, scale: float, wide_input: bool = False) -> nn.Dense:
 
 class Conv3x3(nn.Module):
     """``nn.Conv(features, (3, 3))`` with "SAME" zero padding and the same parameters, computed as
-    one matmul over the nine shifted copies of the input. Under vmap over seeds a convolution
-    becomes a grouped one, which XLA:CPU ran 27x slower than this (one PPO update of two seeds
-    on 7x7 egocentric mazes: 58 s against 2.1 s). On an H200 the CNN stays slow either way
-    (0.5 to 0.7M steps/s on those mazes, against the MLP's 13M)."""
+    one matmul over the nine shifted copies of the input: under vmap over seeds a convolution
+    becomes a grouped one, which XLA:CPU runs far slower (docs/performance.md, "The CNN as a
+    matrix product")."""
 
     features: int
 

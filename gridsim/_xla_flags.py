@@ -1,4 +1,4 @@
-"""Avoid the XLA:CPU deadlock on large vmapped programs (see DESIGN.md, Known hazards).
+"""Avoid the XLA:CPU deadlock on large vmapped programs (docs/performance.md, "XLA flags").
 
 With jaxlib 0.10 on a 2-core CPU, vmapped training programs hung inside
 ``block_until_ready`` unless the concurrency-optimised scheduler is off. The

@@ -710,11 +710,9 @@ class GridEnv:
         return self._planes(level, jnp.arange(self.height), jnp.arange(self.width), level.walls, self.channel_names)
 
     def _planes(self, level: Level, rows, cols, walls, channels) -> jax.Array:
-        # Each kind's objects become one bit mask per row (bit c: an object in column c, 32 columns
-        # to a word), so a cell's channel is one shift: a scatter of the objects, or comparing every
-        # slot with every cell, cost 1.5-3x more per step on CPU, where XLA fuses all of it into the
-        # observation's consumer. Planes are stacked channel-first and moved last, which fuses into
-        # cheaper loops than stacking along the last axis.
+        # Each kind's objects become one bit mask per row (bit c: an object in column c, 32 columns to
+        # a word), so a cell's channel is one shift, cheaper than a scatter or a slot-by-cell compare,
+        # and planes stack channel-first (docs/performance.md, "Observations as bit masks").
         height, width = len(rows), len(cols)
         planes = {"wall": walls, "agent": (rows[:, None] == level.agent[0]) & (cols[None, :] == level.agent[1])}
         row, col = level.obj_pos[:, 0], level.obj_pos[:, 1] - cols[0]
