@@ -81,7 +81,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(f"env-{name}"))
     # the longest runs first (the finished sweep's group, the subprocesses, PPO), so that the short
     # tests fill in the end and neither worker finishes long after the other
-    first = ("test_ray.py", "test_sweep.py", "test_store.py", "test_ppo.py", "test_discover.py")
+    first = ("test_ray.py", "test_sweep.py", "test_store.py", "test_ppo.py", "test_discover.py", "test_benchmarks.py",
+             "test_docs.py")
     items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))
 
 

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from experiments.cli import main
 
 CASE_SECONDS = 60
+CORPUS = settings(max_examples=200, deadline=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 class WouldRun(Exception):
@@ -86,7 +88,7 @@ def command_lines(draw):
     return argv
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@CORPUS
 @given(argv=command_lines())
 def test_generated_command_lines_start_their_work_or_end_in_one_line(argv, capsys):
     run_case(argv, capsys)
@@ -144,7 +146,7 @@ def with_keys(sections: dict[str, dict], out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@CORPUS
 @given(sections=sweep_files())
 def test_generated_sweep_files_start_their_work_or_end_in_one_line(sections, capsys):
     with tempfile.TemporaryDirectory() as tmp:

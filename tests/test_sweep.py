@@ -161,21 +161,22 @@ def _files(directory: Path) -> dict[str, bytes]:
             if p.is_file() and p.parts[-2] in (directory.name, "_agents", "_curves") and p.name.startswith("point-")}
 
 
-def test_a_points_numbers_do_not_depend_on_its_chunk_or_on_a_resume(tmp_path):
-    """Chunks of two points: point 0 first runs beside point 1; resumed alone (its files lost), it runs
-    beside padding. Its table, curves and weights are the same bytes, and a resume that asks for
-    another chunk size keeps the size the sweep started with."""
-    spec_path = write_spec(tmp_path, **{"[eval]": "[run]\npoints_per_chunk = 2\n\n[eval]"})
-    run = sweep.run(sweep_spec.load(spec_path), progress=False)
-    assert Store(run).manifest()["points_per_chunk"] == 2
+def test_a_points_numbers_do_not_depend_on_its_chunk_or_on_a_resume(finished, tmp_path):
+    """The finished sweep ran its three points as one chunk of three. Point 0 lost (its files gone)
+    and resumed runs alone in a chunk padded to three, though the resumed file asks for chunks of
+    one: its table, curves and weights are the same bytes."""
+    import shutil
+
+    run = shutil.copytree(finished, tmp_path / "run")
+    assert Store(run).manifest()["points_per_chunk"] == 3
     reference = _files(run)
     assert len(reference) == 9
     for name in ("point-0000.parquet", "_agents/point-0000.msgpack", "_curves/point-0000.parquet"):
         (run / name).unlink()
-    other_size = write_spec(tmp_path, "other.toml", **{"[eval]": "[run]\npoints_per_chunk = 1\n\n[eval]"})
-    sweep.run(sweep_spec.load(other_size), progress=False)
+    one_per_chunk = write_spec(tmp_path, out=run, **{"[eval]": "[run]\npoints_per_chunk = 1\n\n[eval]"})
+    sweep.run(sweep_spec.load(one_per_chunk), progress=False)
     assert _files(run) == reference
-    assert [r["points"] for r in Store(run).chunks()] == [[0, 1], [2], [0]]
+    assert [r["points"] for r in Store(run).chunks()] == [[0, 1, 2], [0]]
 
 
 def test_ctrl_c_twice_during_compilation_ends_with_one_line_and_keeps_the_directory_usable(tmp_path):
