@@ -53,6 +53,44 @@ def _run_on_worker(spec: SweepSpec, plugins: dict[str, str], chunk: list[int], p
     return run_chunk(spec, chunk, pad_to)
 
 
+# Run apart from the driver: when the driver's end of its stdin closes (the driver ended, even by
+# SIGKILL), end every process of the Ray session the driver started. Ray's own processes stop with
+# a driver that exits, but two of its agents outlived a killed one.
+_REAPER = """
+import os, signal, sys
+from pathlib import Path
+session = sys.argv[1]
+sys.stdin.buffer.read()
+def of_session(proc):  # named on its command line, or holding a file of the session open (its logs)
+    if session.encode() in (proc / "cmdline").read_bytes():
+        return True
+    return any(os.readlink(fd).startswith(session) for fd in (proc / "fd").iterdir())
+for proc in Path("/proc").iterdir():
+    if proc.name.isdigit() and int(proc.name) != os.getpid():
+        try:
+            if of_session(proc):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def _reap_when_gone(session_dir: str) -> None:
+    """Start the reaper of this driver's local Ray session (Linux, where /proc lists processes)."""
+    if not Path("/proc").is_dir():
+        return
+    import subprocess
+    import sys
+
+    # the pipe's write end stays open in this process alone, until it ends
+    reaper = subprocess.Popen([sys.executable, "-c", _REAPER, session_dir], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _REAPERS.append(reaper)
+
+
+_REAPERS: list = []  # keeps each reaper's pipe open for the life of this process
+
+
 class RayExecutor:
     """Each chunk a Ray task: on a running cluster (``address``), or on a Ray instance started here.
 
@@ -96,11 +134,13 @@ class RayExecutor:
             env_vars = {k: v for k, v in os.environ.items()
                         if k.startswith(("XLA_", "JAX_", "PYTHONPATH", "GRIDSIM_"))}
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING,
-                         runtime_env={"env_vars": env_vars} if env_vars else None)
+                context = ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                                   logging_level=logging.WARNING,
+                                   runtime_env={"env_vars": env_vars} if env_vars else None)
             except (ConnectionError, RuntimeError) as err:
                 raise ValueError(f"cannot reach a Ray cluster at {self.address}: {err}") from None
+            if self.address is None:  # a Ray instance of this process's own: it must not outlive it
+                _reap_when_gone(context.address_info["session_dir"])
         return ray
 
     def resources(self, ray) -> dict:

@@ -60,3 +60,32 @@ def test_an_unreachable_cluster_is_named_before_anything_is_written(tmp_path, ca
     err = capsys.readouterr().err
     assert err == "gridsim: error: cannot reach a Ray cluster at 127.0.0.1:1: Connection refused\n"
     assert not (tmp_path / "run").exists()
+
+
+def _ray_processes() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ray" in (proc / "cmdline").read_bytes():
+                pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's processes through /proc")
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, finished):  # finished: not beside another Ray test
+    before = _ray_processes()
+    command = [sys.executable, "-m", "experiments.cli", "sweep", str(write_spec(tmp_path)), "--executor", "ray"]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not _chunk_workers() and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.time() + 30
+    while _ray_processes() - before and time.time() < deadline:
+        time.sleep(0.2)
+    left = _ray_processes() - before
+    assert not left, [(pid, Path(f"/proc/{pid}/cmdline").read_bytes()[:80]) for pid in left]
