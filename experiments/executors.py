@@ -57,16 +57,19 @@ def _run_on_worker(spec: SweepSpec, plugins: dict[str, str], chunk: list[int], p
 # SIGKILL), end every process of the Ray session the driver started. Ray's own processes stop with
 # a driver that exits, but two of its agents outlived a killed one.
 _REAPER = """
-import os, signal, sys
+import os, signal, sys, time
 from pathlib import Path
-session = sys.argv[1]
+session, driver = sys.argv[1], os.getppid()
 sys.stdin.buffer.read()
+deadline = time.time() + 60
+while Path(f"/proc/{driver}").exists() and time.time() < deadline:  # a driver exiting on its own finishes first
+    time.sleep(0.1)
 def of_session(proc):  # named on its command line, or holding a file of the session open (its logs)
     if session.encode() in (proc / "cmdline").read_bytes():
         return True
     return any(os.readlink(fd).startswith(session) for fd in (proc / "fd").iterdir())
 for proc in Path("/proc").iterdir():
-    if proc.name.isdigit() and int(proc.name) != os.getpid():
+    if proc.name.isdigit() and int(proc.name) not in (os.getpid(), driver):
         try:
             if of_session(proc):
                 os.kill(int(proc.name), signal.SIGKILL)

@@ -168,6 +168,8 @@ def test_cli_discover_writes_a_row_per_agent_draws_one_and_refuses_bad_input(fin
     assert (tmp_path / "figures" / "discover.png").exists()
     assert main(["discover", str(run), "--agent", "1", "2", "--episodes", "8"]) == 0
     assert (run / "_figures" / "discover-p0001-s0002.png").exists()
+    assert main(["plot", str(run)]) == 0 and main(["inspect", str(run), "--episodes", "8"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(run), pd.read_parquet(finished))  # still, after every command
     written = (run / "_derived" / "discover.parquet").read_bytes()
     for bad, message in ((["--episodes", "0"], "--episodes must be >= 1"), (["--agent", "0", "4"], "seed 4 is not")):
         capsys.readouterr()
