@@ -101,22 +101,21 @@ def _quantiles(values) -> str:
     return f"{q50:6.1%}  [{q10:6.1%} .. {q90:6.1%}]"
 
 
+TRAIN_FLAGS = {"seeds": "--seeds", "seed": "--seed", "eval.episodes": "--eval-episodes"}  # in messages
+
+
 def train_spec(args):
     """``gridsim train``'s settings as a one-point sweep: the same agents as a sweep file would train."""
     from agents import ppo
     from experiments import spec as sweep_spec
 
-    if not 1 <= args.seeds <= sweep_spec.MAX_SEEDS:
-        raise ValueError(f"--seeds must lie in [1, {sweep_spec.MAX_SEEDS:,}], got {args.seeds}")
-    if args.eval_episodes < 1:
-        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     options = _options(args.option)
     if "level_seed" in options:
         raise ValueError(f"-o level_seed: {sweep_spec.LEVEL_SEED_IS_PER_AGENT}")
     overrides = dict(total_timesteps=args.steps, num_envs=args.num_envs, encoder=args.encoder)
     config = ppo.Config(**{k: v for k, v in overrides.items() if v is not None})
     return sweep_spec.one_point(args.env, options, {"alpha": args.alpha}, args.seeds, args.seed, config,
-                                args.eval_episodes)
+                                args.eval_episodes, names=TRAIN_FLAGS)
 
 
 def cmd_train(args) -> int:
@@ -130,7 +129,7 @@ def cmd_train(args) -> int:
     if args.segments < 1:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
     spec = train_spec(args)
-    check_memory(spec, names={"seeds": "--seeds", "eval.episodes": "--eval-episodes"})
+    check_memory(spec, names=TRAIN_FLAGS)
     env, _ = gridsim.make(spec.env_reference, **spec.env_options)
     total = spec.ppo.steps_per_seed * spec.seeds
     with tqdm(total=total, unit="step", unit_scale=True, desc=f"{spec.seeds} seeds") as bar:

@@ -67,7 +67,7 @@ def _plugin_sources(spec: SweepSpec) -> dict[str, str]:
     module, sep, _ = spec.env.partition(":")
     if sep and module.endswith(".py"):
         try:
-            found = gridsim.registry.plugin_files(spec.env_reference)
+            found = gridsim.registry.plugin_sources(spec.env_reference)
         except ValueError:
             return {}  # gridsim.make names a file that cannot be loaded
         main = str(Path(spec.env_reference.partition(":")[0]).resolve())

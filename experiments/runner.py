@@ -1,11 +1,11 @@
 """What a chunk of a sweep computes, with no file I/O: ``run_chunk(spec, points) -> ChunkResult``.
 
 A chunk is a list of sweep point indices, trained and evaluated as one call of one compiled
-program (``experiments.train.SeedRunner``). Its results do not depend on which other points share
-the chunk, on the chunk's size, or on where it runs: seeds and evaluation levels are derived from
-``(spec.seed, point index, agent)``. ``experiments.plan`` decides which points share a chunk,
-executors (``experiments.executors``) where chunks run, and the store (``experiments.store``) keeps
-what they return.
+program (``experiments.train.SeedRunner``). A point's results do not depend on which other points
+share its chunk or on where it runs: seeds and evaluation levels are derived from
+``(spec.seed, point index, agent)``, and every chunk of a sweep has one size. ``experiments.plan``
+decides which points share a chunk, executors (``experiments.executors``) where chunks run, and the
+store (``experiments.store``) keeps what they return.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def load(reference: str):
         path = Path(module_name)
         if not path.is_file():
             raise ValueError(f"plug-in file not found: {path}")
-        unique = f"gridsim_plugin_{abs(hash(str(path.resolve())))}"
+        unique = _plugin_module(path)
         if unique not in sys.modules:
             spec = importlib.util.spec_from_file_location(unique, path)
             module = importlib.util.module_from_spec(spec)
@@ -87,7 +87,12 @@ def _user_files(modules) -> list[str]:
     return sorted(str(Path(f).resolve()) for f in files if f and f.endswith(".py") and users_file(f))
 
 
-def plugin_files(reference: str) -> dict[str, str]:
+def _plugin_module(path: Path) -> str:
+    """The name a plug-in file is imported under: one per file, wherever it is named from."""
+    return f"gridsim_plugin_{abs(hash(str(path.resolve())))}"
+
+
+def plugin_sources(reference: str) -> dict[str, str]:
     """The user's source files behind a ``file.py:attribute`` reference, path -> text: the file and the
     modules of the user's own that importing it loaded (first in this process). A helper imported
     only later, inside a function, is not among them."""
@@ -95,7 +100,7 @@ def plugin_files(reference: str) -> dict[str, str]:
     if not sep or not module_name.endswith(".py"):
         return {}
     load(reference)
-    module = sys.modules[f"gridsim_plugin_{abs(hash(str(Path(module_name).resolve())))}"]
+    module = sys.modules[_plugin_module(Path(module_name))]
     paths = [str(Path(module_name).resolve()), *getattr(module, "__gridsim_helpers__", [])]
     return {path: Path(path).read_text(encoding="utf-8") for path in paths}
 

@@ -19,16 +19,21 @@ from experiments.store import Store
 ray = pytest.importorskip("ray")
 
 
-def _chunk_workers() -> list[int]:
-    """Pids of processes running a gridsim chunk as a Ray task (Ray names them after the task)."""
-    pids = []
+def _processes(named: bytes) -> set[int]:
+    """Pids of the processes whose command line holds ``named``."""
+    pids = set()
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and b"_run_on_worker" in (proc / "cmdline").read_bytes():
-                pids.append(int(proc.name))
+            if proc.name.isdigit() and named in (proc / "cmdline").read_bytes():
+                pids.add(int(proc.name))
         except OSError:
             continue
     return pids
+
+
+def _chunk_workers() -> list[int]:
+    """Pids of processes running a gridsim chunk as a Ray task (Ray names them after the task)."""
+    return sorted(_processes(b"_run_on_worker"))
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker through /proc")
@@ -63,14 +68,7 @@ def test_an_unreachable_cluster_is_named_before_anything_is_written(tmp_path, ca
 
 
 def _ray_processes() -> set[int]:
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and b"ray" in (proc / "cmdline").read_bytes():
-                pids.add(int(proc.name))
-        except OSError:
-            continue
-    return pids
+    return _processes(b"ray")
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's processes through /proc")
