@@ -27,6 +27,7 @@ import optax
 from flax import struct
 
 import gridsim
+from agents import curriculum as curricula
 from agents.networks import ActorCritic, RecurrentActorCritic
 
 # sizes past which a run would not fit memory or finish: refused before anything compiles
@@ -127,6 +128,7 @@ class TrainState:
     env_params: Any
     update: jax.Array  # updates done so far
     diverged: jax.Array  # a loss or gradient went non-finite; updates since were skipped
+    curriculum: Any = ()  # the level buffer (``agents.curriculum.State``); () for domain randomization
 
 
 class Metrics(NamedTuple):
@@ -141,6 +143,8 @@ class Metrics(NamedTuple):
     loss: jax.Array
     entropy: jax.Array
     diverged: jax.Array
+    trained: jax.Array  # the update took gradients (a curriculum's new and edited levels are only scored)
+    buffer_score: jax.Array  # mean score of the curriculum's buffered levels (NaN without a curriculum)
 
 
 class TrainOutput(NamedTuple):
@@ -186,11 +190,15 @@ def _entropy(logits):
 
 
 class Trainer:
-    def __init__(self, config: Config, env):
+    def __init__(self, config: Config, env, curriculum: curricula.Config | None = None):
         self.config = config.validate()
         if config.resets and not hasattr(env, "step_batch"):
             raise ValueError(f"ppo.Config.resets needs an environment with step_batch (a gridsim GridEnv); "
                              f"{type(env).__name__} has none: leave resets at 0")
+        self.curriculum = (curriculum or curricula.Config()).validate(config.num_envs, env)
+        if self.curriculum.active and config.resets:
+            raise ValueError("ppo.Config.resets draws new levels for domain randomization; a curriculum "
+                             f"({self.curriculum.method!r}) chooses every level itself: leave resets at 0")
         self.env = env
         network = RecurrentActorCritic if config.recurrent else ActorCritic
         self.network = network(env.num_actions, config.hidden, config.encoder)
@@ -204,7 +212,9 @@ class Trainer:
 
     # ---- public -----------------------------------------------------------------
 
-    def init(self, key, env_params) -> TrainState:
+    def init(self, key, env_params, curriculum: curricula.Params | None = None) -> TrainState:
+        """A seed's state before training; ``curriculum`` holds the traced curriculum settings (default:
+        the trainer's)."""
         c = self.config
         k_net, k_env, key = jax.random.split(key, 3)
         obs, env_state = jax.vmap(self.env.reset, (0, None))(jax.random.split(k_env, c.num_envs), env_params)
@@ -221,15 +231,18 @@ class Trainer:
             env_params=env_params,
             update=jnp.int32(0),
             diverged=jnp.bool_(False),
+            curriculum=curricula.init(self.curriculum, self.curriculum.params() if curriculum is None else curriculum,
+                                      env_state.level)
+            if self.curriculum.active else (),
         )
 
     def segment(self, state: TrainState, n_updates: int) -> tuple[TrainState, Metrics]:
         """Run ``n_updates`` (static) PPO updates from ``state``."""
         return jax.lax.scan(lambda s, _: self._update(s), state, None, length=n_updates)
 
-    def __call__(self, key, env_params) -> TrainOutput:
-        """Train one seed from scratch: pure, so vmap it over keys and over env params."""
-        state, metrics = self.segment(self.init(key, env_params), self.config.num_updates)
+    def __call__(self, key, env_params, curriculum: curricula.Params | None = None) -> TrainOutput:
+        """Train one seed from scratch: pure, so vmap it over keys, env params and curriculum settings."""
+        state, metrics = self.segment(self.init(key, env_params, curriculum), self.config.num_updates)
         return TrainOutput(state, metrics)
 
     def initial_hidden(self, batch: int) -> jax.Array:
@@ -258,10 +271,14 @@ class Trainer:
             return None
         return self.env.sample_layouts(jax.random.fold_in(state.key, 0xBA4C), state.env_params, self.config.num_envs)
 
-    def _rollout(self, state: TrainState):
+    def _rollout(self, state: TrainState, levels=None):
+        """``num_steps`` steps of every environment; with ``levels`` (a curriculum's), each environment
+        replays its own level whenever an episode ends."""
         c = self.config
-        bank = self.layout_bank(state)
-        if c.resets:
+        bank = self.layout_bank(state) if levels is None else None
+        if levels is not None:
+            step_all = lambda key, *args: jax.vmap(self.env.step_on, (0, 0, None, 0))(*args, levels)
+        elif c.resets:
             step_all = functools.partial(self.env.step_batch, bank=bank, resets=c.resets)
         else:
             step = self.env.step if bank is None else functools.partial(self.env.step, bank=bank)
@@ -338,11 +355,26 @@ class Trainer:
         entropy = _entropy(logits).mean()
         return policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy, entropy
 
+    def _plan(self, state: TrainState):
+        """A curriculum's levels for this update, every environment started on its own."""
+        plan = curricula.plan(self.curriculum, self.env, state.curriculum, state.env_params,
+                              jax.random.fold_in(state.key, 0xC0), state.update)
+        c = self.config
+        state = state.replace(obs=jax.vmap(self.env.observe)(plan.levels),
+                              env_state=jax.vmap(self.env.start)(plan.levels),
+                              hidden=self.initial_hidden(c.num_envs), reset=jnp.ones(c.num_envs, bool))
+        return state, plan
+
     def _update(self, state: TrainState):
         c = self.config
-        (env_state, obs, hidden, reset, key), transitions, ended = self._rollout(state)
+        plan = None
+        if self.curriculum.active:
+            state, plan = self._plan(state)
+        (env_state, obs, hidden, reset, key), transitions, ended = self._rollout(
+            state, None if plan is None else plan.levels)
         _, _, last_value = self.network.apply(state.network, hidden, obs, reset)
         advantages, targets = self._advantages(transitions, last_value)
+        train = jnp.bool_(True) if plan is None else plan.kind == curricula.REPLAY
 
         def epoch(carry, _):
             network, opt_state, key, bad = carry
@@ -371,10 +403,13 @@ class Trainer:
                 updates, new_opt_state = self.optimizer.update(grads, opt_state, network)
                 finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
                 # a seed whose loss goes non-finite stops learning and is flagged; other seeds are untouched
-                keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite & ~bad, n, o), new, old)
+                # a curriculum's update that only scores levels computes gradients (vmapped seeds compute
+                # both kinds anyway) but keeps none
+                keep = lambda new, old: jax.tree_util.tree_map(
+                    lambda n, o: jnp.where(finite & ~bad & train, n, o), new, old)
                 network = keep(optax.apply_updates(network, updates), network)
                 opt_state = keep(new_opt_state, opt_state)
-                return (network, opt_state, bad | ~finite), (loss, entropy)
+                return (network, opt_state, bad | (~finite & train)), (loss, entropy)
 
             (network, opt_state, bad), stats = jax.lax.scan(minibatch, (network, opt_state, bad), minibatches)
             return (network, opt_state, key, bad), stats
@@ -383,6 +418,13 @@ class Trainer:
             epoch, (state.network, state.opt_state, key, state.diverged), None, length=c.update_epochs
         )
         done, success, episode_return, episode_length, events = ended
+        curriculum = state.curriculum
+        if plan is not None:
+            rollout = {"reward": transitions.reward, "done": done, "success": success, "value": transitions.value,
+                       "advantage": advantages}
+            score, best = curricula.scores(self.curriculum, self.env, state.env_params, plan.levels, rollout, c.gamma)
+            curriculum = curricula.record(self.curriculum, curriculum, plan, score, best,
+                                          transitions.value.mean(axis=0), state.update)
         episodes = done.sum()
         per_episode = lambda x: jnp.where(episodes > 0, jnp.sum(x * done) / jnp.maximum(episodes, 1), jnp.nan)
         metrics = Metrics(
@@ -395,6 +437,9 @@ class Trainer:
             loss=loss.mean(),
             entropy=entropy.mean(),
             diverged=diverged,
+            trained=train,
+            buffer_score=jnp.float32(jnp.nan) if plan is None else _mean_where(curriculum.buffer.score,
+                                                                             curriculum.buffer.filled),
         )
         new_state = state.replace(
             network=network,
@@ -406,19 +451,26 @@ class Trainer:
             key=key,
             update=state.update + 1,
             diverged=diverged,
+            curriculum=curriculum,
         )
         return new_state, metrics
 
 
-def make_train(config: Config, env) -> Trainer:
-    """``Trainer`` for ``env``; ``trainer(key, params)`` trains one seed (vmap it for many)."""
-    return Trainer(config, env)
+def _mean_where(x, mask):
+    return jnp.where(jnp.any(mask), jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(mask), 1), jnp.nan)
+
+
+def make_train(config: Config, env, curriculum: curricula.Config | None = None) -> Trainer:
+    """``Trainer`` for ``env``; ``trainer(key, params)`` trains one seed (vmap it for many). With a
+    ``curriculum`` (``agents.curriculum``: PLR or ACCEL) levels come from its buffer."""
+    return Trainer(config, env, curriculum)
 
 
 def evaluate(trainer: Trainer, network, env_params, key, episodes: int, max_steps: int, greedy: bool = False,
-             trace: bool = False, label: bool = True):
+             trace: bool = False, label: bool = True, regret: bool = False):
     """``gridsim.evaluate`` with this trainer's agent: per-episode outcomes on ``episodes`` fresh
-    levels, each labelled distinguishing or not by the env's oracles. Pure and jittable
-    (``episodes``, ``max_steps``, ``trace``, ``label`` static); vmap over ``network`` for many agents."""
+    levels, each labelled distinguishing or not by the env's oracles, and with ``regret`` each
+    episode's regret under the agent's own discount. Pure and jittable (``episodes``, ``max_steps``,
+    ``trace``, ``label``, ``regret`` static); vmap over ``network`` for many agents."""
     return gridsim.evaluate(trainer.env, env_params, trainer.policy(network, greedy), key, episodes, max_steps,
-                label=label, trace=trace)
+                            label=label, trace=trace, discount=trainer.config.gamma if regret else None)

@@ -19,7 +19,7 @@ from agents import ppo
 from experiments import spec as sweep_spec
 from experiments.inspection import check_episodes, check_traced_episodes
 from experiments.metrics import wilson_interval
-from experiments.runner import batch_params, runner_for
+from experiments.runner import batch_params, env_point, runner_for
 from experiments.store import MANIFEST, Store, StoreError, atomic_write
 from gridsim import discover
 
@@ -54,7 +54,8 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
     check_traced_episodes(env, params.test(), episodes, agents=spec.seeds)  # one point's agents at once
     rows = []
     for point in store.point_files():
-        train = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [spec.points[point]]))
+        own = batch_params(params, [env_point(spec, params, spec.points[point])])
+        train = jax.tree_util.tree_map(lambda x: x[0], own)
         cands = discover.candidates(env, train, jax.random.key(seed), declared_proxies=declared_proxies)
         max_steps = int(np.asarray(train.max_steps_in_episode))
         score = _compiled(runner.trainer, cands._replace(geometry=None), episodes, max_steps)

@@ -10,6 +10,7 @@ store (``experiments.store``) keeps what they return.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -26,7 +27,7 @@ import pyarrow as pa
 import gridsim
 from experiments import metrics
 from experiments.provenance import code_identity
-from experiments.spec import SweepSpec
+from experiments.spec import SweepSpec, split_point
 from experiments.train import SeedRunner
 
 
@@ -50,19 +51,26 @@ class ChunkResult(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def _runner(env_name: str, env_options_json: str, config, eval_episodes: int, max_steps: int) -> SeedRunner:
+def _runner(env_name: str, env_options_json: str, config, eval_episodes: int, max_steps: int,
+            curriculum) -> SeedRunner:
     """Compiled programs are reused by every later chunk of the same env and config in this process."""
     env, _ = gridsim.make(env_name, **json.loads(env_options_json))
-    return SeedRunner(env, config, eval_episodes, max_steps)
+    return SeedRunner(env, config, eval_episodes, max_steps, curriculum)
 
 
 def runner_for(spec: SweepSpec) -> tuple[SeedRunner, object]:
     """The (cached) compiled runner of a spec, and the env's params with the spec's options applied."""
     env, params = gridsim.make(spec.env_reference, **spec.env_options)
-    max_steps = max(int(np.asarray(params.replace(**p).max_steps_in_episode)) for p in spec.points)
+    max_steps = max(int(np.asarray(params.replace(**env_point(spec, params, p)).max_steps_in_episode))
+                    for p in spec.points)
     options = json.dumps(spec.env_options, sort_keys=True)
-    runner = _runner(spec.env_reference, options, spec.ppo, spec.eval_episodes, max_steps)
+    runner = _runner(spec.env_reference, options, spec.ppo, spec.eval_episodes, max_steps, spec.curriculum)
     return runner, params
+
+
+def env_point(spec: SweepSpec, params, point: dict) -> dict:
+    """The env params of a sweep point (its curriculum settings left out)."""
+    return split_point(point, {f.name for f in dataclasses.fields(params)})[0]
 
 
 def seed_keys(spec: SweepSpec) -> jax.Array:
@@ -77,9 +85,16 @@ def eval_keys(spec: SweepSpec, points: list[int]) -> jax.Array:
 
 
 def batch_params(params, points: list[dict]):
-    """``params`` with a leading axis, one entry per sweep point."""
+    """``params`` with a leading axis, one entry per sweep point (env params only)."""
     fields = {name: [p[name] for p in points] for name in points[0]}
     return params.batch(**(fields or {"alpha": [float(np.asarray(params.alpha))] * len(points)}))
+
+
+def batch_settings(spec: SweepSpec, params, points: list[dict]):
+    """The curriculum's traced settings, a leading axis of one entry per sweep point."""
+    names = {f.name for f in dataclasses.fields(params)}
+    each = [spec.curriculum.params(**split_point(p, names)[1]) for p in points]
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *each)
 
 
 def rows_for_point(env, spec: SweepSpec, index: int, params, results, history) -> pa.Table:
@@ -100,11 +115,14 @@ def rows_for_point(env, spec: SweepSpec, index: int, params, results, history) -
     columns["true_rate"] = results.test_rate(gridsim.OUTCOME_TRUE)
     columns["diverged"] = results.diverged
     columns["capable"] = metrics.capable(results.train_success, results.diverged)
+    for name in ("train_regret", "test_regret", "distinguishing_regret", "exact_value_share"):
+        value = getattr(results, name)
+        columns[name] = np.full(n, np.nan) if value is None else value
     columns.update(metrics.measure_columns(env, results.measures))  # the env's own measurements, per agent
     return pa.table(columns)
 
 
-def curves_for_point(env, index: int, history) -> pa.Table:
+def curves_for_point(env, index: int, history, curriculum: bool = False) -> pa.Table:
     """One row per seed and update: training success, return, reward per step, and the share of the
     update's steps that fired each of the env's ``curve_events`` (``rate_<event>``)."""
     seeds, updates = history.loss.shape
@@ -119,6 +137,9 @@ def curves_for_point(env, index: int, history) -> pa.Table:
     }
     for name in env.curve_events:
         columns[f"rate_{name}"] = history.event_rate[..., env.event_names.index(name)].ravel()
+    if curriculum:  # whether each update trained (replayed levels) or only scored levels, and the buffer's mean
+        columns["trained"] = history.trained.ravel()
+        columns["buffer_score"] = history.buffer_score.ravel()
     return pa.table(columns)
 
 
@@ -133,17 +154,20 @@ def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
     started = time.perf_counter()
     runner, params = runner_for(spec)
     padded = points + [points[-1]] * ((pad_to or len(points)) - len(points))
-    train_params = batch_params(params, [spec.points[i] for i in padded])
+    env_points = [env_point(spec, params, spec.points[i]) for i in padded]
+    train_params = batch_params(params, env_points)
     real = len(points) / len(padded)  # padding points are not progress
     progress = None if on_progress is None else (lambda steps: on_progress(steps * real))
     out = runner.run(seed_keys(spec), train_params, train_params.test(), eval_keys(spec, padded),
-                     segments, on_segment=progress)
+                     segments, on_segment=progress,
+                     settings=batch_settings(spec, params, [spec.points[i] for i in padded]))
     tables, curves, agents = {}, {}, {}
     for j, i in enumerate(points):
         pick = lambda tree, j=j: jax.tree_util.tree_map(lambda x: x[j], tree)
         results, history = pick(out.results), pick(out.metrics)
-        tables[i] = rows_for_point(runner.env, spec, i, params.replace(**spec.points[i]), results, history)
-        curves[i] = curves_for_point(runner.env, i, history)
+        tables[i] = rows_for_point(runner.env, spec, i, params.replace(**env_point(spec, params, spec.points[i])),
+                                   results, history)
+        curves[i] = curves_for_point(runner.env, i, history, spec.curriculum.active)
         agents[i] = pick(out.networks)
     return ChunkResult(list(points), tables, curves, agents, time.perf_counter() - started,
                        len(padded) * spec.seeds * runner.steps_per_seed, socket.gethostname(), os.getpid(),

@@ -16,6 +16,11 @@ alpha = [0.0, 0.05, 0.2]
 [ppo]                        # any agents.ppo.Config field
 total_timesteps = 100000
 
+[curriculum]                 # optional; agents.curriculum.Config: which levels training plays
+method = "plr"               # "dr" (default), "plr" or "accel"
+score = "regret"             # "regret", "pvl", "maxmc", "neg-return" or "learnability"
+buffer_size = 256            # replay_prob, temperature, staleness and edits may also be swept in [sweep]
+
 [eval]
 episodes = 256               # test episodes per agent
 
@@ -34,9 +39,10 @@ import math
 import tomllib
 from pathlib import Path
 
+from agents import curriculum as curricula
 from agents import ppo
 
-TOP_LEVEL = {"name", "env", "seeds", "seed", "out", "env_options", "sweep", "ppo", "eval", "run"}
+TOP_LEVEL = {"name", "env", "seeds", "seed", "out", "env_options", "sweep", "ppo", "curriculum", "eval", "run"}
 EVAL_KEYS = {"episodes"}
 RUN_KEYS = {"points_per_chunk"}
 MAX_SEEDS = 1 << 20  # agents per sweep point
@@ -69,6 +75,7 @@ class SweepSpec:
     source: str  # the file's text, for the manifest
     points_per_chunk: int | None = None  # None: as many as fit memory
     folder: Path | None = None  # the sweep file's folder: a plug-in file's path is relative to it
+    curriculum: curricula.Config = curricula.Config()
 
     @property
     def env_reference(self) -> str:
@@ -88,7 +95,9 @@ class SweepSpec:
     def digest(self) -> str:
         """Identity of what the results depend on (not of where they are written)."""
         content = {k: v for k, v in dataclasses.asdict(self).items()
-                   if k not in ("out", "source", "points_per_chunk", "folder")}
+                   if k not in ("out", "source", "points_per_chunk", "folder", "curriculum")}
+        if self.curriculum.active:  # domain randomization's digest is what it was before curricula existed
+            content["curriculum"] = dataclasses.asdict(self.curriculum)
         content["points"] = self.points  # in order: point i's settings follow the order of the [sweep] keys
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -172,6 +181,8 @@ def parse(text: str, path, folder: Path | None = None) -> SweepSpec:
     except ValueError as err:
         raise SpecError(f"{path}: {err}") from None
 
+    curriculum = _curriculum(path, _expect(path, "curriculum", raw.get("curriculum", {}), dict, "a table"), config)
+
     eval_raw = _expect(path, "eval", raw.get("eval", {}), dict, "a table")
     unknown = set(eval_raw) - EVAL_KEYS
     if unknown:
@@ -188,9 +199,27 @@ def parse(text: str, path, folder: Path | None = None) -> SweepSpec:
     if per_chunk is not None and _expect(path, "run.points_per_chunk", per_chunk, int, "an integer") < 1:
         raise SpecError(f"{path}: 'run.points_per_chunk' must be >= 1, got {per_chunk}")
 
-    spec = SweepSpec(name, env, seeds, seed, out, env_options, sweep, config, episodes, text, per_chunk, folder)
+    spec = SweepSpec(name, env, seeds, seed, out, env_options, sweep, config, episodes, text, per_chunk, folder,
+                     curriculum)
     check_against_env(spec, path)
     return spec
+
+
+def _curriculum(path, raw: dict, config: ppo.Config) -> curricula.Config:
+    """The ``[curriculum]`` table as a checked ``agents.curriculum.Config``."""
+    fields = {f.name: f for f in dataclasses.fields(curricula.Config)}
+    for key, value in raw.items():
+        if key not in fields:
+            raise SpecError(f"{path}: unknown key 'curriculum.{key}'; allowed: {sorted(fields)}")
+        default = fields[key].default
+        kind = float if isinstance(default, float) else type(default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            raw[key] = value = float(value)
+        _expect(path, f"curriculum.{key}", value, kind, f"of type {kind.__name__}")
+    try:
+        return curricula.Config(**raw).validate(config.num_envs)
+    except ValueError as err:
+        raise SpecError(f"{path}: {err}") from None
 
 
 def one_point(env: str, env_options: dict, point: dict, seeds: int, seed: int, config: ppo.Config,
@@ -223,11 +252,20 @@ def check_against_env(spec: SweepSpec, path) -> None:
         relative = f" (a plug-in file's path is relative to the sweep file's folder, {spec.folder})" if (
             spec.env_reference != spec.env and "not found" in str(err)) else ""
         raise SpecError(f"{where}{err}{relative}") from None
+    try:
+        spec.curriculum.validate(spec.ppo.num_envs, env)
+    except ValueError as err:
+        raise SpecError(f"{where}{err}") from None
     fields = {f.name for f in dataclasses.fields(params)}
     for section, keys in (("env_options", spec.env_options), ("sweep", spec.sweep)):
         if "level_seed" in keys:
             raise SpecError(f"{where}'{section}.level_seed': {LEVEL_SEED_IS_PER_AGENT}")
     for key in spec.sweep:
+        if key in curricula.Config.TRACED and key not in fields:
+            if not spec.curriculum.active:
+                raise SpecError(f"{where}'sweep.{key}' is a curriculum setting, and [curriculum] method is 'dr' "
+                                "(no curriculum): set method to 'plr' or 'accel'")
+            continue
         if key == "reward_weights":
             raise SpecError(f"{where}'sweep.reward_weights' cannot be swept (a table, not a number); set it in "
                             "[env_options], one sweep file per weighting")
@@ -239,7 +277,16 @@ def check_against_env(spec: SweepSpec, path) -> None:
         if key in spec.env_options:
             raise SpecError(f"{where}'{key}' is both in [env_options] and in [sweep]; keep it in one of them")
     for point in spec.points:
+        env_point, settings = split_point(point, fields)
         try:
-            env.check_params(params.replace(**point))
+            env.check_params(params.replace(**env_point))
+            curricula.check_settings(**{**{k: getattr(spec.curriculum, k) for k in curricula.Config.TRACED},
+                                        **settings})
         except ValueError as err:
             raise SpecError(f"{where}sweep point {point}: {err}") from None
+
+
+def split_point(point: dict, env_fields) -> tuple[dict, dict]:
+    """A sweep point's env params and its curriculum settings (a name that is both is the env's)."""
+    settings = {k: v for k, v in point.items() if k in curricula.Config.TRACED and k not in env_fields}
+    return {k: v for k, v in point.items() if k not in settings}, settings

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents import curriculum as curricula
 from agents import ppo
 from experiments import memory, metrics
 from gridsim import OUTCOME_FAIL, OUTCOME_TRUE
@@ -32,6 +33,12 @@ class SeedResults(NamedTuple):
     # [..., env.measure_names]: each measure's mean over the agent's evaluation episodes, training and
     # test distributions pooled, where it applies (NaN: it applied to none); None without measures
     measures: np.ndarray | None = None
+    # mean regret (``gridsim.values``, the agent's discount) over the training, test and distinguishing test
+    # episodes whose level has an exact value (NaN: none has), and the share of episodes that have one
+    train_regret: np.ndarray | None = None
+    test_regret: np.ndarray | None = None
+    distinguishing_regret: np.ndarray | None = None
+    exact_value_share: np.ndarray | None = None
 
     @property
     def distinguishing_episodes(self) -> np.ndarray:
@@ -73,28 +80,37 @@ def level_seed(key: jax.Array) -> jax.Array:
 
 
 class SeedRunner:
-    def __init__(self, env, config: ppo.Config, eval_episodes: int, eval_max_steps: int):
+    def __init__(self, env, config: ppo.Config, eval_episodes: int, eval_max_steps: int,
+                 curriculum: curricula.Config | None = None):
         self.env = env
         self.config = config
         self.eval_episodes = eval_episodes
-        self.trainer = ppo.make_train(config, env)
+        self.trainer = ppo.make_train(config, env, curriculum)
+        self.curriculum = self.trainer.curriculum
 
-        def init(key, params):
-            return self.trainer.init(key, params.replace(level_seed=level_seed(key)))
+        def init(key, params, settings):
+            return self.trainer.init(key, params.replace(level_seed=level_seed(key)), settings)
 
-        self._init = jax.jit(_over_points_and_seeds(init, (0, None), (None, 0)))
+        self._init_settings = jax.jit(_over_points_and_seeds(init, (0, None, None), (None, 0, 0)))
         self._segment = jax.jit(_over_points_and_seeds(self.trainer.segment, (0, None), (0, None)),
                                 static_argnums=1)
 
         def evaluate(network, params, key, label):
             return ppo.evaluate(self.trainer, network, params, key, eval_episodes, eval_max_steps, greedy=True,
-                                label=label)
+                                label=label, regret=True)
 
         # training success on each agent's own training params; test episodes labelled by the oracles
         self._evaluate_train = jax.jit(_over_points_and_seeds(functools.partial(evaluate, label=False),
                                                               (0, 0, 0), (0, 0, 0)))
         self._evaluate_test = jax.jit(_over_points_and_seeds(functools.partial(evaluate, label=True),
                                                              (0, None, 0), (0, 0, 0)))
+
+    def _init(self, keys, train_params, settings=None):
+        """Every agent's state before training, ``[points, seeds]``; ``settings`` as ``run`` takes them."""
+        if settings is None:
+            points = len(jax.tree_util.tree_leaves(train_params)[0])
+            settings = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (points,)), self.curriculum.params())
+        return self._init_settings(keys, train_params, settings)
 
     @property
     def steps_per_seed(self) -> int:
@@ -113,8 +129,10 @@ class SeedRunner:
         return {"training": int(2 * state_bytes + 3 * rollout), "evaluation": int(2 * evaluation)}
 
     def run(self, keys, train_params, test_params, eval_keys, segments: int = 20,
-            on_segment: Callable[[int], None] | None = None) -> RunOutput:
+            on_segment: Callable[[int], None] | None = None, settings=None) -> RunOutput:
         """Train one agent per (point, key) on ``train_params`` (leading point axis), then evaluate all.
+        ``settings``: the curriculum's traced settings per point (``curricula.Params``, leading point
+        axis; default the curriculum's own).
 
         ``eval_keys`` (``[points, seeds]``) draw each agent's own evaluation levels. Each agent
         trains on its own level set when ``num_levels > 0`` (``level_seed`` from its key).
@@ -130,8 +148,8 @@ class SeedRunner:
         size = len(keys) // len(devices)
         group = lambda i: slice(i * size, (i + 1) * size)
         points = len(jax.tree_util.tree_leaves(train_params)[0])
-        states = [self._init(jax.device_put(keys[group(i)], d), jax.device_put(train_params, d))
-                  for i, d in enumerate(devices)]
+        states = [self._init(jax.device_put(keys[group(i)], d), jax.device_put(train_params, d),
+                             None if settings is None else jax.device_put(settings, d)) for i, d in enumerate(devices)]
         history = []
         for n in segment_sizes(self.config.num_updates, segments):
             stepped = [self._segment(state, n) for state in states]
@@ -155,6 +173,10 @@ class SeedRunner:
             test_episodes=np.full(counts.shape[:-1], self.eval_episodes),
             diverged=np.concatenate([np.asarray(s.diverged) for s in states], axis=1),
             measures=metrics.nan_mean(np.concatenate([on_train.measures, on_test.measures], axis=-2), axis=-2),
+            train_regret=metrics.nan_mean(on_train.regret, axis=-1),
+            test_regret=metrics.nan_mean(on_test.regret, axis=-1),
+            distinguishing_regret=metrics.nan_mean(np.where(on_test.distinguishing, on_test.regret, np.nan), axis=-1),
+            exact_value_share=np.isfinite(np.concatenate([on_train.best_return, on_test.best_return], -1)).mean(-1),
         )
         networks = _concat([jax.device_get(s.network) for s in states], axis=1)
         return RunOutput(results, history, networks)

@@ -260,6 +260,9 @@ class GridEnv:
     uses_inventory: bool = False
     mobile_kinds: tuple[str, ...] = ()  # object kinds that ``interact`` may move (one cell a step at most)
     regrowing_kinds: tuple[str, ...] = ()  # object kinds whose consumed slots may come back, on any free cell
+    # object kinds an episode can use up and go on (keys, chests): exact values (``gridsim.values``) track
+    # which are left; a kind used up only as its episode ends need not be listed
+    consumable_kinds: tuple[str, ...] = ()
     unseen_kinds: tuple[str, ...] = ()  # object kinds in the world but not in observations (a buried treasure)
     stochastic: bool = False  # ``interact`` draws from ``level.seed`` (e.g. monsters' moves)
     memory_size: int = 0  # length of ``level.memory``
@@ -376,6 +379,13 @@ class GridEnv:
         training pays for; the outcome still says the dish came first). Override where training
         success is not a goal reached (monster-world: an apple eaten)."""
         return jnp.any(state.first_reached[self.success_codes - OUTCOME_TRUE] >= 0)
+
+    def level_edits(self) -> dict[str, Callable[[jax.Array, Level, EnvParams], Level]]:
+        """This environment's own level edits for ACCEL, ``name -> fn(key, level, params) -> level``,
+        beside the ones every environment gets (``gridsim.edits``: move an object, move the agent,
+        add or remove a wall where walls vary). An edit must keep the level valid (``check_env``
+        checks edited levels as it checks sampled ones). None unless a subclass adds some."""
+        return {}
 
     def goal_avoids(self, level: Level, params: EnvParams) -> dict[str, jax.Array]:
         """Per goal, ``bool[H, W]`` cells its oracle never enters, as if they were walls: cells that
@@ -608,6 +618,11 @@ class GridEnv:
     def reset_to_level(self, level: Level, params: EnvParams) -> tuple[jax.Array, EnvState]:
         """Start an episode on a given (e.g. hand-built) level; later episodes are drawn from ``params``."""
         return self.observe(level), self.start(level)
+
+    def step_on(self, state: EnvState, action, params: EnvParams, level: Level):
+        """``step``, but an episode that ends restarts on ``level`` (a curriculum's level, replayed)."""
+        final, reward, terminated, truncated, info = self.transition(state, action, params)
+        return self._restart(final, reward, terminated | truncated, info, level)
 
     def transition(self, state: EnvState, action, params: EnvParams):
         """One step without auto-reset: ``(state, reward, terminated, truncated, info)``, ``state``

@@ -37,6 +37,7 @@ class KeysAndChests(GridEnv):
     terminal_events = ("chests_done",)
     small_options = dict(height=6, width=6, max_keys=3, max_chests=3)
     uses_inventory = True
+    consumable_kinds = ("key", "chest")
 
     def __init__(self, height: int = 9, width: int = 9, *, max_keys: int = 3, max_chests: int = 3, **kwargs):
         self.max_keys, self.max_chests = int(max_keys), int(max_chests)
