@@ -158,13 +158,20 @@ def init(config: Config, params: Params, example_levels) -> State:
                  last_kind=jnp.int32(NEW))
 
 
+def staleness(buffer: Buffer, now) -> jax.Array:
+    """``int32[N]``: updates done since each level was last scored, ``now`` being the updates done so far
+    (0 for a level the last update scored)."""
+    return now - buffer.last_scored
+
+
 def replay_distribution(buffer: Buffer, params: Params, now) -> jax.Array:
-    """``float32[N]``: the chance that a replay draws each buffered level (0 for empty slots)."""
+    """``float32[N]``: the chance that a replay draws each buffered level (0 for empty slots), ``now``
+    being the updates done so far."""
     n = buffer.score.shape[0]
     order = jnp.argsort(jnp.where(buffer.filled, -buffer.score, jnp.inf), stable=True)
     rank = jnp.zeros(n, jnp.float32).at[order].set(jnp.arange(1, n + 1, dtype=jnp.float32))
     by_rank = jnp.where(buffer.filled, (1.0 / rank) ** (1.0 / params.temperature), 0.0)
-    stale = jnp.where(buffer.filled, (now - buffer.last_scored).astype(jnp.float32), 0.0)
+    stale = jnp.where(buffer.filled, staleness(buffer, now).astype(jnp.float32), 0.0)
     uniform = buffer.filled.astype(jnp.float32)
     normal = lambda w: w / jnp.maximum(jnp.sum(w), 1e-30)
     stale_share = normal(jnp.where(jnp.sum(stale) > 0, stale, uniform))
@@ -234,7 +241,7 @@ def scores(config: Config, env, env_params, levels, rollout, gamma) -> tuple[jax
 
 def record(config: Config, state: State, plan: Plan, score, best_return, value_mean, now) -> State:
     """The buffer after an update: replayed levels rescored; new or edited ones inserted where they
-    beat the lowest score of a full buffer."""
+    beat the lowest score of a full buffer. ``now``: the updates done, this one included."""
     buffer = state.buffer
     replay = plan.kind == REPLAY
     if config.score == "maxmc":  # a replayed level's best return is the best of all its episodes

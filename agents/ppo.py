@@ -424,7 +424,7 @@ class Trainer:
                        "advantage": advantages}
             score, best = curricula.scores(self.curriculum, self.env, state.env_params, plan.levels, rollout, c.gamma)
             curriculum = curricula.record(self.curriculum, curriculum, plan, score, best,
-                                          transitions.value.mean(axis=0), state.update)
+                                          transitions.value.mean(axis=0), state.update + 1)
         episodes = done.sum()
         per_episode = lambda x: jnp.where(episodes > 0, jnp.sum(x * done) / jnp.maximum(episodes, 1), jnp.nan)
         metrics = Metrics(

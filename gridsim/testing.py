@@ -5,8 +5,8 @@ environment and the example plug-in; run it on your own before you trust its lab
 First, what ``gridsim.make`` checks, as assertions: each goal has a target, ``interact`` returns
 exactly the declared events, the environment's functions trace without raising (an exception in
 them is named with its function), and the default reward pays the true goal
-(``GridEnv.reward_problem``). Then, on training (``alpha`` 0 and 1) and test levels under random
-actions: the agent stays in bounds and out of walls and the border stays whole; objects never move
+(``GridEnv.reward_problem``). Then, on training (``alpha`` 0 and 1) levels, test levels and edited
+test levels (ACCEL's, ``gridsim.edits``) under random actions: the agent stays in bounds and out of walls and the border stays whole; objects never move
 (those of ``mobile_kinds`` move one cell a step at most), are only consumed (those of
 ``regrowing_kinds`` may come back, not under the agent), and sit on free cells (one in a wall is
 named with its kind, slot, cell and level); rewards stay within what ``reward_weights``
@@ -22,10 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gridsim import oracles
+from gridsim import edits, oracles
 from gridsim.core import OUTCOME_FAIL, OUTCOME_TRUE, EnvParams, GridEnv
 from gridsim.plugin_errors import user_errors
 from gridsim.rollout import evaluate
+
+EDITS_CHECKED = 8  # edits in a row on each level of the edited case
 
 
 def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, num_envs: int = 32,
@@ -42,33 +44,44 @@ def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, n
     num_steps = num_steps or 2 * int(params.max_steps_in_episode) + 2  # every env ends at least one episode
     traces = []
 
-    def rollout(key, params):
+    def rollout(key, params, edited):
         traces.append(None)  # counted when traced: one trace serves every value of the params
-        return random_rollout(env, params, key, num_envs, num_steps)
+        k_levels, k_edit, k_run = jax.random.split(key, 3)
+        levels = jax.vmap(env.sample, (0, None))(jax.random.split(k_levels, num_envs), params)
+        # ACCEL's levels: each edited a few times (gridsim.edits); they must keep every invariant
+        changed = jax.vmap(edits.edit, (None, 0, 0, None, None))(env, jax.random.split(k_edit, num_envs), levels,
+                                                                 params, EDITS_CHECKED)
+        levels = jax.tree_util.tree_map(lambda a, b: jnp.where(edited, a, b), changed, levels)
+        return random_rollout(env, params, k_run, num_envs, num_steps, levels)
 
     run = jax.jit(rollout)
     key = jax.random.key(seed)
-    for case, case_params in (("training levels, alpha=0", params.train(0.0)),
-                              ("training levels, alpha=1", params.train(1.0)), ("test levels", params.test())):
-        out = jax.tree_util.tree_map(np.asarray, run(key, case_params))
+    cases = (("training levels, alpha=0", params.train(0.0), False), ("training levels, alpha=1", params.train(1.0),
+             False), ("edited test levels", params.test(), True), ("test levels", params.test(), False))
+    for case, case_params, edited in cases:
+        out = jax.tree_util.tree_map(np.asarray, run(key, case_params, edited))
         _check_rollout(env, case_params, out, case)
     assert len(traces) == 1, f"changing traced params recompiled the step ({len(traces)} traces)"
-    again = jax.tree_util.tree_map(np.asarray, run(key, params.test()))
+    again = jax.tree_util.tree_map(np.asarray, run(key, params.test(), False))
     for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(out)):
         assert np.array_equal(a, b), "the same key gave different episodes"
-    other = jax.tree_util.tree_map(np.asarray, run(jax.random.key(seed + 1), params.test())[0])
+    other = jax.tree_util.tree_map(np.asarray, run(jax.random.key(seed + 1), params.test(), False)[0])
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(other),
                                                         jax.tree_util.tree_leaves(out[0]))), \
         "different keys gave the same levels"
     _check_oracles(env, params.test(), jax.random.key(seed + 2), oracle_levels)
 
 
-def random_rollout(env, params, key, num_envs: int, num_steps: int):
+def random_rollout(env, params, key, num_envs: int, num_steps: int, levels=None):
     """Uniformly random actions in ``num_envs`` environments for ``num_steps`` steps (jittable):
     per step ``[num_steps, num_envs, ...]``, the level it started from, the state after it, reward,
-    done, info, and whether its observations equal ``observe`` of their states."""
+    done, info, and whether its observations equal ``observe`` of their states. The first episodes
+    start on ``levels`` when given (``[num_envs]``), else on levels drawn from ``params``."""
     k_reset, k_run = jax.random.split(key)
-    _, states = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, num_envs), params)
+    if levels is None:
+        _, states = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, num_envs), params)
+    else:
+        states = jax.vmap(env.start)(levels)
 
     def one_step(states, k):
         k_act, k_step = jax.random.split(k)
