@@ -7,8 +7,8 @@ exactly the declared events, the environment's functions trace without raising (
 them is named with its function), and the default reward pays the true goal
 (``GridEnv.reward_problem``). Then, on training (``alpha`` 0 and 1) levels, test levels and edited
 test levels (ACCEL's, ``gridsim.edits``) under random actions: the agent stays in bounds and out
-of walls and the border stays whole; objects never move (those of ``mobile_kinds`` move one cell a step at most), are only consumed (those of
-``regrowing_kinds`` may come back, not under the agent), and sit on free cells (one in a wall is
+of walls and the border stays whole; objects never move (those of ``mobile_kinds`` move one cell
+a step at most), are only consumed (those of ``regrowing_kinds`` may come back, not under the agent), and sit on free cells (one in a wall is
 named with its kind, slot, cell and level); rewards stay within what ``reward_weights``
 allow; the episode bookkeeping (``terminated``, ``truncated``, lengths, outcomes,
 ``final_observation``) agrees with itself; a fixed key gives the same episodes; changing traced
