@@ -3,17 +3,17 @@ the first invariant an environment breaks. The test suite runs it over every reg
 environment and the example plug-in; run it on your own before you trust its labels.
 
 First, what ``gridsim.make`` checks, as assertions: each goal has a target, ``interact`` returns
-exactly the declared events, the environment's functions trace without raising (an exception in
-them is named with its function), and the default reward pays the true goal
-(``GridEnv.reward_problem``). Then, on training (``alpha`` 0 and 1) levels, test levels and edited
-test levels (ACCEL's, ``gridsim.edits``) under random actions: the agent stays in bounds and out
-of walls and the border stays whole; objects never move (those of ``mobile_kinds`` move one cell
-a step at most), are only consumed (those of ``regrowing_kinds`` may come back, not under the agent), and sit on free cells (one in a wall is
-named with its kind, slot, cell and level); rewards stay within what ``reward_weights``
-allow; the episode bookkeeping (``terminated``, ``truncated``, lengths, outcomes,
+exactly the declared events, the environment's functions trace without raising (an exception in them
+is named with its function), and the default reward pays the true goal (``GridEnv.reward_problem``).
+Then, on training (``alpha`` 0 and 1) levels, test levels and edited test levels (ACCEL's,
+``gridsim.edits``) under random actions: the agent stays in bounds and out of walls and the border
+stays whole; objects never move (those of ``mobile_kinds`` move one cell a step at most), are only
+consumed (those of ``regrowing_kinds`` may come back, not under the agent), and sit on free cells
+(one in a wall is named with its kind, slot, cell and level); rewards stay within what
+``reward_weights`` allow; the episode bookkeeping (``terminated``, ``truncated``, lengths, outcomes,
 ``final_observation``) agrees with itself; a fixed key gives the same episodes; changing traced
-params does not recompile; and each goal's oracle, played as a policy, reaches its own goal on
-every level the labels call distinguishing.
+params does not recompile; and each goal's oracle, played as a policy, reaches its own goal on every
+level the labels call distinguishing.
 """
 
 from __future__ import annotations
