@@ -196,6 +196,18 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from experiments.plots import compare, load_sweep, training_label
+    from experiments.report import format_comparison
+
+    sweeps = [load_sweep(d) for d in args.directories]  # each refused, naming it, before anything is drawn
+    print(format_comparison([(f"{s.directory.name}: {training_label(s)}", s.summary, s.swept) for s in sweeps]))
+    for path in compare(args.directories, args.out):
+        if path.suffix == ".png":
+            print(f"wrote {path}")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from experiments.inspection import inspect
 
@@ -290,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("directory")
     plot.add_argument("--out", help="where to write the figures (default: <directory>/_figures)")
     plot.set_defaults(run=cmd_plot)
+
+    compare = sub.add_parser("compare", help="sweeps of one environment side by side (e.g. the same settings "
+                                              "under different curricula): table and figure")
+    compare.add_argument("directories", nargs="+", metavar="directory")
+    compare.add_argument("--out", required=True, help="where to write the figure")
+    compare.set_defaults(run=cmd_compare)
 
     inspect = sub.add_parser("inspect", help="one agent of a sweep: visitation heatmap and GIF of test episodes")
     inspect.add_argument("directory")

@@ -187,6 +187,59 @@ def visitation_figure(sweep: Sweep):
     return fig
 
 
+def training_label(sweep: Sweep) -> str:
+    """How a sweep's agents were trained: its curriculum (method and score) or domain randomization."""
+    from experiments.spec import from_manifest
+
+    curriculum = from_manifest(sweep.manifest, sweep.directory).curriculum
+    return f"{curriculum.method} ({curriculum.score})" if curriculum.active else "dr"
+
+
+def comparison_figure(sweeps: list[Sweep]):
+    """Sweeps of one environment side by side against their first swept param: the misgeneralization rate,
+    the true-goal rate and the regret on distinguishing test levels, the mean over capable seeds and its
+    95% interval."""
+    panels = [("misgeneralization", "misgeneralization rate"), ("true_goal", "true-goal rate"),
+              ("distinguishing_regret", "regret")]
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (column, what) in zip(axes[0], panels):
+        for i, sweep in enumerate(sweeps):
+            xs, summary = sweep.xs, sweep.summary
+            interval = np.array(summary[f"{column}_ci"].tolist(), dtype=float)
+            color = f"C{i}"
+            ax.fill_between(xs, interval[:, 0], interval[:, 1], color=color, alpha=0.15)
+            label = f"{sweep.directory.name}: {training_label(sweep)}"
+            ax.plot(xs, summary[column], "o-", color=color, ms=3, label=label)
+            if _log_like(xs):
+                ax.set_xscale("symlog", linthresh=float(xs[xs > 0].min()))
+        ax.set_xlabel(sweeps[0].x_name)
+        ax.set_ylabel(f"{what}\n(distinguishing test levels)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{sweeps[0].manifest['env']}: mean over capable seeds, 95% intervals", fontsize=9)
+    return fig
+
+
+def compare(directories, out_dir) -> list[Path]:
+    """``comparison_figure`` of sweep directories (PNG and SVG) in ``out_dir``."""
+    sweeps = [load_sweep(d) for d in directories]
+    envs = {s.manifest["env"] for s in sweeps}
+    if len(envs) > 1:
+        raise ValueError(f"the sweeps compared train different environments ({sorted(envs)}): compare one at a time")
+    axes = {s.x_name for s in sweeps}
+    if len(axes) > 1:
+        raise ValueError(f"the sweeps compared sweep different params first ({sorted(axes)})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig = comparison_figure(sweeps)
+    written = []
+    for suffix in (".png", ".svg"):
+        path = out_dir / f"comparison{suffix}"
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        written.append(path)
+    _pyplot().close(fig)
+    return written
+
+
 def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     """Every figure of a sweep that its directory has the data for, PNG and SVG of each, in ``out_dir``
     (default ``<directory>/_figures``, which Parquet readers skip). ``visitation``: include the

@@ -62,11 +62,32 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
                 "seeds_misgeneralizing": misgeneralizing / len(rated) if len(rated) else np.nan,
                 "seeds_misgeneralizing_ci": (float(frac_low), float(frac_high)) if len(rated) else (np.nan, np.nan),
                 "capability_failure": np.nanmean(capable.capability_failure_rate) if len(rated) else np.nan,
+                **_true_and_regret(capable),
                 **{column: capable[column].mean() for column in measure_columns(table)},
                 **{f"{column}_ci": bootstrap_mean_interval(capable[column]) for column in measure_columns(table)},
             }
         )
     return pd.DataFrame(rows)
+
+
+def _true_and_regret(capable: pd.DataFrame) -> dict:
+    """Over capable seeds: the true-goal rate on distinguishing test levels, and the mean regret there
+    (``gridsim.values``; NaN where no level has an exact value), each with its interval."""
+    true = capable.true_rate.to_numpy(dtype=float)
+    regret = capable["distinguishing_regret"] if "distinguishing_regret" in capable else pd.Series(dtype=float)
+    finite = regret[np.isfinite(regret)]
+    return {"true_goal": np.nanmean(true) if np.isfinite(true).any() else np.nan,
+            "true_goal_ci": mean_rate_interval(true),
+            "distinguishing_regret": finite.mean() if len(finite) else np.nan,
+            "distinguishing_regret_ci": bootstrap_mean_interval(finite)}
+
+
+def _regret(r) -> str:
+    """A summary row's regret on distinguishing levels with its interval, or "-"."""
+    if not np.isfinite(r.distinguishing_regret):
+        return "-"
+    low, high = r.distinguishing_regret_ci
+    return f"{r.distinguishing_regret:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _pct(x) -> str:
@@ -106,6 +127,10 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
                          else f"point {r.point}: -")
         notes.append(f"{column.removeprefix('measure_')} (mean over capable seeds [95% bootstrap CI]): "
                      + "; ".join(cells))
+    if np.isfinite(summary.distinguishing_regret).any():
+        cells = [f"point {r.point}: {_regret(r)}" for _, r in summary.iterrows()]
+        notes.append("regret on distinguishing test levels (best discounted return minus the agent's, mean over "
+                     "capable seeds [95% bootstrap CI]): " + "; ".join(cells))
     levels = sorted(summary.num_levels.unique())
     training = ", ".join("a fresh level every episode" if n == 0 else f"{n} fixed levels per seed" for n in levels)
     low, high = summary.distinguishing_episodes.min(), summary.distinguishing_episodes.max()
@@ -114,3 +139,18 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
                  f"a median {median} of them distinguishing (counted)")
     notes.append("rates over capable seeds (greedy training success >= 80%); intervals: Wilson, 95%")
     return "\n".join(lines + notes)
+
+
+def format_comparison(sweeps: list[tuple[str, pd.DataFrame, list[str]]]) -> str:
+    """Per sweep (``(label, summary, swept)``) and point: capable seeds, and the misgeneralization rate,
+    true-goal rate and regret on distinguishing test levels with their 95% intervals."""
+    rate = lambda value, interval: f"{_pct(value):>6} [{_pct(interval[0])}, {_pct(interval[1])}]"
+    lines = []
+    for label, summary, swept in sweeps:
+        lines.append(label)
+        for _, r in summary.iterrows():
+            point = ", ".join(f"{name}={r[name]:g}" for name in swept) or f"point {r.point}"
+            lines.append(f"  {point:>16}  capable {r.capable:>3d}/{r.seeds:<3d}  misgen. "
+                         f"{rate(r.misgeneralization, r.misgeneralization_ci)}  "
+                         f"true {rate(r.true_goal, r.true_goal_ci)}  regret {_regret(r)}")
+    return "\n".join(lines)

@@ -54,60 +54,71 @@ def consumable_slots(env: GridEnv) -> np.ndarray:
     return np.flatnonzero(np.isin(np.array(env.slot_kinds, dtype=object), list(env.consumable_kinds)))
 
 
-def inventory_levels(env: GridEnv) -> int:
-    """How many inventory values the model tracks (0 .. this - 1)."""
-    return 1 + len(consumable_slots(env)) if env.uses_inventory else 1
-
-
 class Model(NamedTuple):
-    """A level's reachable states, ``[M masks, I inventories, H * W cells]`` flattened, and per state
-    and move: the reward, whether the episode ends, and the state it leads to."""
+    """A level's states, ``[M masks of consumables left, H * W cells]`` flattened, and per state and
+    move: the reward, whether the episode ends, and the state it leads to."""
 
     reward: jax.Array  # float32[S, 4]
     ends: jax.Array  # bool[S, 4]: terminated (truncation is the horizon's)
     next: jax.Array  # int32[S, 4]
-    faithful: jax.Array  # bool[]: every transition stayed inside the model
+    faithful: jax.Array  # bool[]: every transition an episode can make stayed inside the model
     start: jax.Array  # int32[]: the level's own state
     horizon: jax.Array  # int32[]: steps an episode may take
 
 
 def model(env: GridEnv, params: EnvParams, level: Level) -> Model:
-    """Apply ``env.transition`` to every state of ``level`` and every move, once."""
+    """Apply ``env.transition`` to every state of ``level`` and every move, once.
+
+    What the agent carries is not a dimension of the model: it is learnt per mask from the
+    transitions that use objects up, mask by mask in decreasing order of objects left (a mask is
+    entered only from masks with more left). Two ways into one mask that leave different amounts
+    in hand make the model unfaithful (then no value is exact)."""
     slots = consumable_slots(env)
-    masks, inventories, cells = 1 << len(slots), inventory_levels(env), env.height * env.width
+    masks, cells, width = 1 << len(slots), env.height * env.width, env.width
     bits = (np.arange(masks)[:, None] >> np.arange(len(slots))[None, :]) & 1  # [M, C]
-    m, i, c = (x.ravel() for x in np.indices((masks, inventories, cells)))
-    alive = jnp.broadcast_to(level.obj_alive, (m.size, len(env.slot_kinds)))
-    alive = alive.at[:, slots].set(jnp.asarray(bits[m], bool)) if len(slots) else alive
-    agent = np.stack([c // env.width, c % env.width], axis=-1)
-    states = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m.size,) + jnp.shape(x)), env.start(level))
-    states = states.replace(level=states.level.replace(agent=jnp.asarray(agent, jnp.int32), obj_alive=alive,
-                                                       inventory=jnp.asarray(i, jnp.int32)))
+    weights = 1 << np.arange(len(slots))
+    kept = np.setdiff1d(np.arange(len(env.slot_kinds)), slots)
+    start_mask = jnp.sum(level.obj_alive[slots] * weights) if len(slots) else jnp.int32(0)
+    carried = jnp.full(masks, -1, jnp.int32).at[start_mask].set(level.inventory)  # -1: no way in found
+    template = env.start(level)
+    groups = []
+    for left in range(len(slots), -1, -1):  # static: the masks with ``left`` objects left, together
+        group = np.flatnonzero(bits.sum(axis=1) == left)
+        m, c = np.repeat(group, cells), np.tile(np.arange(cells), len(group))
+        alive = jnp.broadcast_to(level.obj_alive, (m.size, len(env.slot_kinds)))
+        alive = alive.at[:, slots].set(jnp.asarray(bits[m], bool)) if len(slots) else alive
+        holding = carried[m]
+        states = jax.tree_util.tree_map(lambda x, n=m.size: jnp.broadcast_to(x, (n,) + jnp.shape(x)), template)
+        states = states.replace(level=states.level.replace(
+            agent=jnp.asarray(np.stack([c // width, c % width], axis=-1), jnp.int32), obj_alive=alive,
+            inventory=jnp.maximum(holding, 0)))
 
-    def move(action):
-        after, reward, terminated, _, _ = jax.vmap(env.transition, (0, None, None))(states, action, params)
-        new = after.level
-        row, col = new.agent[:, 0], new.agent[:, 1]
-        new_mask = jnp.sum(new.obj_alive[:, slots] * (1 << np.arange(len(slots))), axis=-1) if len(slots) else 0
-        inside = (new.inventory >= 0) & (new.inventory < inventories)
-        kept = np.setdiff1d(np.arange(len(env.slot_kinds)), slots)
-        same = (jnp.all(new.walls == level.walls, axis=(-2, -1)) & jnp.all(new.obj_pos == level.obj_pos, axis=(-2, -1))
-                & jnp.all(new.obj_alive[:, kept] == level.obj_alive[kept], axis=-1)
-                & jnp.all(new.memory == level.memory, axis=-1))
-        # a consumed slot stays consumed: the model's masks only shrink
-        only_used = jnp.all(~new.obj_alive[:, slots] | alive[:, slots], axis=-1) if len(slots) else True
-        index = (new_mask * inventories + jnp.clip(new.inventory, 0, inventories - 1)) * cells + row * env.width + col
-        ok = terminated | (inside & same & only_used)
-        return reward, terminated, index.astype(jnp.int32), ok
+        def move(action, states=states, alive=alive):
+            after, reward, terminated, _, _ = jax.vmap(env.transition, (0, None, None))(states, action, params)
+            new = after.level
+            new_mask = jnp.sum(new.obj_alive[:, slots] * weights, axis=-1) if len(slots) else jnp.zeros_like(
+                new.inventory)
+            same = (jnp.all(new.walls == level.walls, axis=(-2, -1))
+                    & jnp.all(new.obj_pos == level.obj_pos, axis=(-2, -1))
+                    & jnp.all(new.obj_alive[:, kept] == level.obj_alive[kept], axis=-1)
+                    & jnp.all(new.memory == level.memory, axis=-1))
+            # a consumed slot stays consumed: the model's masks only shrink
+            if len(slots):
+                same = same & jnp.all(~new.obj_alive[:, slots] | alive[:, slots], axis=-1)
+            index = new_mask * cells + new.agent[:, 0] * width + new.agent[:, 1]
+            return reward, terminated, index.astype(jnp.int32), new_mask, new.inventory, same
 
-    reward, ends, nxt, ok = jax.vmap(move, out_axes=1)(jnp.arange(4))
-    start_mask = jnp.sum(level.obj_alive[slots] * (1 << np.arange(len(slots)))) if len(slots) else 0
-    start = (start_mask * inventories + level.inventory) * cells + level.agent[0] * env.width + level.agent[1]
+        reward, ends, nxt, new_mask, inventory, ok = jax.vmap(move, out_axes=1)(jnp.arange(4))
+        onward = (holding >= 0)[:, None] & ~ends & ok
+        carried = carried.at[new_mask.ravel()].max(jnp.where(onward, inventory, -1).ravel())
+        groups.append((m * cells + c, reward, ends, nxt, new_mask, inventory, ok))
+    order = np.argsort(np.concatenate([g[0] for g in groups]))  # back to state order
+    reward, ends, nxt, new_mask, inventory, ok = (jnp.concatenate([g[k] for g in groups])[order] for k in range(1, 7))
+    ok = ends | (ok & (inventory == carried[new_mask]))  # what a move leaves in hand is what its mask carries
+    start = start_mask * cells + level.agent[0] * width + level.agent[1]
     horizon = episode_limit(level, params)
-    # only the states an episode can reach must be faithful (the model also holds, e.g., more keys than exist)
-    reached = _reachable(start, ends, nxt, horizon)
-    faithful = jnp.all(ok | ~reached[:, None]) & (level.inventory >= 0) & (level.inventory < inventories)
-    return Model(reward, ends, nxt, faithful, start.astype(jnp.int32), horizon)
+    reached = _reachable(start, ends, nxt, horizon)  # only the states an episode can reach must be faithful
+    return Model(reward, ends, nxt, jnp.all(ok | ~reached[:, None]), start.astype(jnp.int32), horizon)
 
 
 def _reachable(start, ends, nxt, horizon) -> jax.Array:
