@@ -225,3 +225,10 @@ def test_a_curriculum_setting_swept_without_a_curriculum_is_refused(tmp_path, ca
     path.write_text(text)
     code = exit_code(["sweep", str(path)])
     assert code == 2 and "'sweep.replay_prob' is a curriculum setting" in capsys.readouterr().err
+
+
+def test_compare_prints_and_draws_sweeps_side_by_side(finished, tmp_path, capsys):
+    code = exit_code(["compare", str(finished), str(finished), "--out", str(tmp_path / "figures")])
+    out = capsys.readouterr().out
+    assert code == 0 and out.count(f"{finished.name}: dr") == 2 and "regret" in out
+    assert (tmp_path / "figures" / "comparison.png").is_file()
