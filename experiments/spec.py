@@ -163,25 +163,13 @@ def parse(text: str, path, folder: Path | None = None) -> SweepSpec:
         if repeated:
             raise SpecError(f"{path}: 'sweep.{key}' repeats {repeated}: each value is one sweep point")
 
-    ppo_fields = {f.name: f for f in dataclasses.fields(ppo.Config)}
-    ppo_raw = _expect(path, "ppo", raw.get("ppo", {}), dict, "a table")
-    for key, value in ppo_raw.items():
-        if key not in ppo_fields:
-            raise SpecError(f"{path}: unknown key 'ppo.{key}'; allowed: {sorted(ppo_fields)}")
-        default = ppo_fields[key].default
-        kind = float if isinstance(default, float) else type(default)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        _expect(path, f"ppo.{key}", value, kind, f"of type {kind.__name__}")
-        if kind is float and not math.isfinite(value):
-            raise SpecError(f"{path}: 'ppo.{key}' must be finite, got {value!r}")
-        ppo_raw[key] = value
+    ppo_raw = _settings(path, "ppo", raw, ppo.Config)
     try:
         config = ppo.Config(**ppo_raw).validate()
     except ValueError as err:
         raise SpecError(f"{path}: {err}") from None
 
-    curriculum = _curriculum(path, _expect(path, "curriculum", raw.get("curriculum", {}), dict, "a table"), config)
+    curriculum = _curriculum(path, raw, config)
 
     eval_raw = _expect(path, "eval", raw.get("eval", {}), dict, "a table")
     unknown = set(eval_raw) - EVAL_KEYS
@@ -205,19 +193,29 @@ def parse(text: str, path, folder: Path | None = None) -> SweepSpec:
     return spec
 
 
-def _curriculum(path, raw: dict, config: ppo.Config) -> curricula.Config:
-    """The ``[curriculum]`` table as a checked ``agents.curriculum.Config``."""
-    fields = {f.name: f for f in dataclasses.fields(curricula.Config)}
-    for key, value in raw.items():
+def _settings(path, section: str, raw: dict, config_class) -> dict:
+    """The ``[section]`` table, each key a field of the dataclass ``config_class`` and of its default's
+    type (an integer where a float is expected becomes one; floats must be finite)."""
+    table = dict(_expect(path, section, raw.get(section, {}), dict, "a table"))
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for key, value in table.items():
         if key not in fields:
-            raise SpecError(f"{path}: unknown key 'curriculum.{key}'; allowed: {sorted(fields)}")
+            raise SpecError(f"{path}: unknown key '{section}.{key}'; allowed: {sorted(fields)}")
         default = fields[key].default
         kind = float if isinstance(default, float) else type(default)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            raw[key] = value = float(value)
-        _expect(path, f"curriculum.{key}", value, kind, f"of type {kind.__name__}")
+            value = float(value)
+        _expect(path, f"{section}.{key}", value, kind, f"of type {kind.__name__}")
+        if kind is float and not math.isfinite(value):
+            raise SpecError(f"{path}: '{section}.{key}' must be finite, got {value!r}")
+        table[key] = value
+    return table
+
+
+def _curriculum(path, raw: dict, config: ppo.Config) -> curricula.Config:
+    """The ``[curriculum]`` table as a checked ``agents.curriculum.Config``."""
     try:
-        return curricula.Config(**raw).validate(config.num_envs)
+        return curricula.Config(**_settings(path, "curriculum", raw, curricula.Config)).validate(config.num_envs)
     except ValueError as err:
         raise SpecError(f"{path}: {err}") from None
 

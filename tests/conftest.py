@@ -182,6 +182,14 @@ episodes = 32
 """
 
 
+def through_numpy(tree):
+    """A checkpoint as a file holds it: every array round-tripped through numpy (keys stay keys)."""
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda x: x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else
+                                  jnp.asarray(np.asarray(x)), tree)
+
+
 def write_spec(tmp_path, name="tiny.toml", env="coin-at-end", out=None, text=TINY, **replace) -> Path:
     body = text.format(env=env, out=out or tmp_path / "run")
     for old, new in replace.items():

@@ -126,3 +126,26 @@ def test_discover_throughput_smoke(swept, tmp_path):
     assert results["agents"] == run["points"] * run["seeds"] and results["episodes_per_agent"] == 16
     assert positive(results["first_s"]) and positive(results["agent_episodes_per_s"]) and results["scored_moves"] >= 0
     assert "alpha=0" in stdout  # the shares, per point
+
+
+def test_curriculum_cost_smoke(tmp_path):
+    results, stdout = run_benchmark("curriculum_cost", tmp_path)
+    training = results["training"]
+    assert [(r["env"], r["curriculum"]) for r in training] == [("cheese-in-corner 7x7", "dr"),
+                                                               ("cheese-in-corner 7x7", "accel+regret")]
+    for r in training:
+        assert r["seeds"] == 1 and r["updates_per_call"] == 1 and r["seconds"]
+        assert positive(r["steps_per_s"]) and positive(r["cost_vs_dr"]) and 0 <= r["trained_share"] <= 1
+    assert training[0]["cost_vs_dr"] == 1
+    assert {r["env"] for r in results["values"]} == {"cheese-in-corner 9x9", "keys-and-chests 9x9"}
+    for r in results["values"]:
+        # a batch with no exact value would be values broken, not slow
+        assert r["batch"] == 4 and positive(r["levels_per_s"]) and r["exact_share"] > 0 and r["model_states"] > 0
+    rollouts = results["rollouts"]
+    # jaxued is in the bench extra: where it is installed its rows must be there
+    impls = {"gridsim", "jaxued"} if installed("jaxued") else {"gridsim"}
+    assert results["peers"] == sorted(impls - {"gridsim"})
+    assert {(r["impl"], r["variant"]) for r in rollouts} == {(impl, v) for impl in impls for v in ("dr", "plr+pvl")}
+    assert all(positive(r["steps_per_s"]) and positive(r["vs_dr"]) for r in rollouts)
+    assert results["device"]["platform"] and results["device"]["xla_flags"] is not None
+    assert "| env | curriculum |" in stdout and "the PLR ÷ DR ratio compares" in stdout

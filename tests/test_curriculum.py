@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REGISTERED, TINY, env_for
+from conftest import REGISTERED, TINY, env_for, through_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -157,8 +157,7 @@ def test_kill_and_resume_mid_curriculum_is_bit_identical():
     state = init(jax.random.key(7), params)
     whole, _ = segment(state, 6)
     half, _ = segment(state, 3)
-    restored = jax.tree_util.tree_map(lambda x: x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else
-                                      jnp.asarray(np.asarray(x)), half)
+    restored = through_numpy(half)
     resumed, _ = segment(restored, 3)
     chex.assert_trees_all_equal(whole.network, resumed.network)
     chex.assert_trees_all_equal(whole.curriculum, resumed.curriculum)

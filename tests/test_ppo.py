@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import through_numpy
 
 import gridsim
 from agents import ppo
@@ -119,8 +120,7 @@ def test_resuming_from_segments_is_bit_identical():
     whole, whole_metrics = segment(state, 6)
     half, first_metrics = segment(state, 3)
     # a checkpoint is the pytree itself: round-trip it through numpy as a file would
-    restored = jax.tree_util.tree_map(lambda x: x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else
-                                      jnp.asarray(np.asarray(x)), half)
+    restored = through_numpy(half)
     resumed, second_metrics = segment(restored, 3)
     chex.assert_trees_all_equal(whole.network, resumed.network)
     chex.assert_trees_all_equal(whole_metrics.loss, jnp.concatenate([first_metrics.loss, second_metrics.loss]))
