@@ -245,7 +245,7 @@ def record(config: Config, state: State, plan: Plan, score, best_return, value_m
     buffer = state.buffer
     replay = plan.kind == REPLAY
     if config.score == "maxmc":  # a replayed level's best return is the best of all its episodes
-        best = jnp.maximum(buffer.max_return[plan.index], best_return)
+        best = jnp.where(replay, jnp.maximum(buffer.max_return[plan.index], best_return), best_return)
         score = jnp.where(jnp.isfinite(best), best - value_mean, jnp.nan)
     else:
         best = best_return
