@@ -231,3 +231,19 @@ def test_compare_prints_and_draws_sweeps_side_by_side(finished, tmp_path, capsys
     out = capsys.readouterr().out
     assert code == 0 and out.count(f"{finished.name}: dr") == 2 and "regret" in out
     assert (tmp_path / "figures" / "comparison.png").is_file()
+
+
+def test_maxmc_scores_a_level_by_the_best_return_of_its_own_episodes():
+    """By hand: a replayed level once returned 1.5 and now 0.5, its steps' mean value 0.2: 1.5 - 0.2;
+    a new level returning 0.5 scores 0.5 - 0.2, whatever the buffer slot a replay would have drawn holds."""
+    env, params = gridsim.make("coin-at-end", height=5, width=7)
+    buffer = _hand_made_buffer(env, params).replace(max_return=jnp.float32([1.5, 1.5, 1.5, 1.5]))
+    config = curricula.Config(method="plr", score="maxmc", buffer_size=4)
+    state = curricula.init(config, config.params(), buffer.levels).replace(buffer=buffer)
+    levels = jax.tree_util.tree_map(lambda x: x[:1], buffer.levels)
+    for kind, expected in ((curricula.REPLAY, 1.3), (curricula.NEW, 0.3)):
+        plan = curricula.Plan(levels=levels, kind=jnp.int32(kind), index=jnp.int32([0]))
+        after = curricula.record(config, state, plan, jnp.float32([jnp.nan]), jnp.float32([0.5]),
+                                 jnp.float32([0.2]), 6).buffer
+        score = after.score[0] if kind == curricula.REPLAY else after.score[after.last_scored == 6][0]
+        np.testing.assert_allclose(score, expected, rtol=1e-6)
