@@ -37,7 +37,10 @@ import itertools
 import json
 import math
 import tomllib
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 from agents import curriculum as curricula
 from agents import ppo
@@ -274,14 +277,20 @@ def check_against_env(spec: SweepSpec, path) -> None:
             )
         if key in spec.env_options:
             raise SpecError(f"{where}'{key}' is both in [env_options] and in [sweep]; keep it in one of them")
+    longest = 0
     for point in spec.points:
         env_point, settings = split_point(point, fields)
+        longest = max(longest, int(np.max(np.asarray(params.replace(**env_point).max_steps_in_episode))))
         try:
             env.check_params(params.replace(**env_point))
             curricula.check_settings(**{**{k: getattr(spec.curriculum, k) for k in curricula.Config.TRACED},
                                         **settings})
         except ValueError as err:
             raise SpecError(f"{where}sweep point {point}: {err}") from None
+    if spec.curriculum.active and spec.curriculum.score != "pvl" and spec.ppo.num_steps < longest:
+        warnings.warn(f"{where}ppo.num_steps ({spec.ppo.num_steps}) is shorter than an episode may last "
+                      f"(max_steps_in_episode {longest}): a level whose first episode outlasts its rollout is never "
+                      f"scored by {spec.curriculum.score!r}, and those are the levels an agent fails on", stacklevel=2)
 
 
 def split_point(point: dict, env_fields) -> tuple[dict, dict]:

@@ -171,7 +171,8 @@ def test_a_plugin_environment_trains_with_accel_and_exact_regret(tmp_path):
     from experiments.store import Store
 
     text = TINY.format(env="buried_treasure.py:BuriedTreasure", out=tmp_path / "run").replace(
-        "[eval]", '[curriculum]\nmethod = "accel"\nscore = "regret"\nbuffer_size = 16\nedits = 3\n\n[eval]')
+        "[eval]", '[curriculum]\nmethod = "accel"\nscore = "regret"\nbuffer_size = 16\nedits = 3\n\n[eval]').replace(
+        "num_steps = 16", "num_steps = 48")  # its episodes last at most 36 steps: each is scored
     path = tmp_path / "plugin.toml"
     path.write_text(text)
     (tmp_path / "buried_treasure.py").write_text(open("examples/buried_treasure.py").read())
