@@ -5,9 +5,9 @@ Each PPO update is one of three kinds, chosen per seed:
 - **new**: every environment plays a level drawn from the training params (``params.train(alpha)``,
   so alpha stays the experiment's axis); the levels are scored and the best enter the buffer;
   no gradient is taken (robust PLR).
-- **replay** (with probability ``replay_prob`` once the buffer holds a batch of levels): levels
-  drawn from the buffer by score rank and staleness; the agent trains on them, and their scores
-  and staleness are renewed.
+- **replay** (with probability ``replay_prob`` once the buffer holds a batch of levels): distinct
+  levels drawn from the buffer by score rank and staleness; the agent trains on them, and their
+  scores and staleness are renewed.
 - **edit** (ACCEL, the update after a replay): the levels just replayed, each edited ``edits``
   times (``gridsim.edits``), are scored like new ones; no gradient.
 
@@ -27,9 +27,10 @@ Scores, per level, from the update's rollout (``gamma`` the agent's discount):
 A score that a rollout cannot give (no episode finished; no exact value) is NaN and never
 enters the buffer: a new level without one is dropped, a replayed level keeps its old score.
 
-Replay draws level ``i`` with ``(1 - staleness) P_rank(i) + staleness P_stale(i)``, where
+A replay draws its levels without replacement, each draw with ``(1 - staleness) P_rank(i) +
+staleness P_stale(i)`` among the levels not yet drawn, where
 ``P_rank(i)`` is proportional to ``(1 / rank_i) ** (1 / temperature)`` (rank 1: highest score)
-and ``P_stale(i)`` to the updates since level ``i`` was last scored (Jiang et al. 2021).
+and ``P_stale(i)`` to the updates since level ``i`` was last replayed or entered (Jiang et al. 2021).
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ def plan(config: Config, env, state: State, env_params, key, now) -> Plan:
     k_new, k_replay, k_pick, k_edit = jax.random.split(key, 4)
     batch = state.replay_index.shape[0]
     fresh = jax.vmap(env.sample, (0, None))(jax.random.split(k_new, batch), env_params)
-    index = jax.random.choice(k_pick, config.buffer_size, (batch,), p=replay_distribution(
+    # without replacement: each environment replays a level of its own, and each level gets one score
+    index = jax.random.choice(k_pick, config.buffer_size, (batch,), replace=False, p=replay_distribution(
         state.buffer, state.params, now))
     replayed = jax.tree_util.tree_map(lambda x: x[index], state.buffer.levels)
     enough = jnp.sum(state.buffer.filled) >= batch

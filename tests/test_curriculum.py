@@ -88,12 +88,14 @@ def test_rank_and_staleness_sampling_matches_its_formula_on_a_hand_made_buffer()
     expected = np.array([float(Fraction(3, 4) * r + Fraction(1, 4) * s) for r, s in zip(by_rank, stale)])
     p = np.asarray(curricula.replay_distribution(buffer, settings_, 5))
     np.testing.assert_allclose(p, expected, rtol=1e-6)
-    # and the levels a replay actually draws follow it
+    # and a replay's first draw follows it; its draws are distinct levels
     config = curricula.Config(method="plr", buffer_size=4)
-    state = curricula.init(config, settings_, buffer.levels).replace(buffer=buffer)
+    state = curricula.init(config, settings_, jax.tree_util.tree_map(lambda x: x[:2], buffer.levels))
+    state = state.replace(buffer=buffer)
     draw = jax.jit(jax.vmap(lambda k: curricula.plan(config, env, state, params, k, 5).index))
-    drawn = np.asarray(draw(jax.random.split(jax.random.key(1), 4000))).ravel()
-    np.testing.assert_allclose(np.bincount(drawn, minlength=4) / drawn.size, expected, atol=0.01)
+    drawn = np.asarray(draw(jax.random.split(jax.random.key(1), 4000)))
+    np.testing.assert_allclose(np.bincount(drawn[:, 0], minlength=4) / len(drawn), expected, atol=0.01)
+    assert (drawn[:, 0] != drawn[:, 1]).all() and (drawn < 3).all()
 
 
 @functools.cache
