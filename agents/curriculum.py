@@ -84,6 +84,9 @@ class Config:
         if self.score not in SCORES:
             raise ValueError(f"curriculum.score must be one of {list(SCORES)}, got {self.score!r}")
         check_settings(**{name: getattr(self, name) for name in self.TRACED})
+        if self.method == "accel" and self.edits < 1:
+            raise ValueError("curriculum.edits must be >= 1 for 'accel' (with none it would score copies of "
+                             "the levels it just replayed)")
         if not 1 <= self.buffer_size <= LIMITS["buffer_size"]:
             raise ValueError(f"curriculum.buffer_size must lie in [1, {LIMITS['buffer_size']:,}], "
                              f"got {self.buffer_size}")

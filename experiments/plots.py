@@ -4,6 +4,7 @@ but the sweep directory itself, where results are read)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -228,6 +229,13 @@ def compare(directories, out_dir) -> list[Path]:
     axes = {s.x_name for s in sweeps}
     if len(axes) > 1:
         raise ValueError(f"the sweeps compared sweep different params first ({sorted(axes)})")
+    from experiments.spec import from_manifest
+
+    specs = [from_manifest(s.manifest, s.directory) for s in sweeps]
+    for what, key in (("ppo.gamma (regret's discount)", lambda spec: spec.ppo.gamma),
+                      ("[env_options]", lambda spec: json.dumps(spec.env_options, sort_keys=True))):
+        if len({key(spec) for spec in specs}) > 1:
+            raise ValueError(f"the sweeps compared differ in {what}: their rates and regrets are not comparable")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig = comparison_figure(sweeps)

@@ -105,7 +105,10 @@ def rows_for_point(env, spec: SweepSpec, index: int, params, results, history) -
         columns[name] = np.full(n, value, dtype=float)  # one column type for every point of a sweep
     columns["num_levels"] = np.full(n, int(np.asarray(params.num_levels)))  # 0: a fresh level every episode
     columns["train_success"] = results.train_success
-    columns["final_train_return"] = history.episode_return[:, -1]
+    # a curriculum's last update may only have scored levels it never trained on: its last training update's
+    last = history.trained.shape[-1] - 1 - np.argmax(np.asarray(history.trained)[:, ::-1], axis=-1) if (
+        spec.curriculum.active) else np.full(n, -1)
+    columns["final_train_return"] = np.asarray(history.episode_return)[np.arange(n), last]
     columns["test_episodes"] = results.test_episodes
     columns["distinguishing_episodes"] = results.distinguishing_episodes
     for k, name in enumerate(env.outcome_names):

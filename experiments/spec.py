@@ -287,10 +287,26 @@ def check_against_env(spec: SweepSpec, path) -> None:
                                         **settings})
         except ValueError as err:
             raise SpecError(f"{where}sweep point {point}: {err}") from None
+    if spec.curriculum.active and spec.curriculum.score == "regret":
+        _check_regret(spec, env, params.replace(**split_point(spec.points[0], fields)[0]), where)
     if spec.curriculum.active and spec.curriculum.score != "pvl" and spec.ppo.num_steps < longest:
         warnings.warn(f"{where}ppo.num_steps ({spec.ppo.num_steps}) is shorter than an episode may last "
                       f"(max_steps_in_episode {longest}): a level whose first episode outlasts its rollout is never "
                       f"scored by {spec.curriculum.score!r}, and those are the levels an agent fails on", stacklevel=2)
+
+
+def _check_regret(spec: SweepSpec, env, params, where: str, levels: int = 32) -> None:
+    """Refuse a regret curriculum when no training level has an exact value: it would never replay."""
+    import jax
+
+    from gridsim import values
+
+    drawn = jax.vmap(env.sample, (0, None))(jax.random.split(jax.random.key(spec.seed), levels), params)
+    best = jax.jit(values.best_returns, static_argnums=0)(env, params, drawn, spec.ppo.gamma)
+    if not bool(best.exact.any()):
+        raise SpecError(f"{where}curriculum.score 'regret': none of {levels} training levels of {spec.env} has an "
+                        "exact value, so no level would ever be scored (an environment that uses objects up "
+                        "mid-episode lists their kinds in consumable_kinds)")
 
 
 def split_point(point: dict, env_fields) -> tuple[dict, dict]:

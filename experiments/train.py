@@ -19,7 +19,7 @@ import numpy as np
 from agents import curriculum as curricula
 from agents import ppo
 from experiments import memory, metrics
-from gridsim import OUTCOME_FAIL, OUTCOME_TRUE
+from gridsim import OUTCOME_FAIL, OUTCOME_TRUE, values
 
 
 class SeedResults(NamedTuple):
@@ -125,8 +125,11 @@ class SeedRunner:
         # rollout transitions (obs as bool, then float in the network) and activations, a few copies
         rollout = c.batch_size * (obs_elems * 5 + 4 * (9 + 6 * c.hidden))
         per_env = state_bytes / c.num_envs
-        evaluation = self.eval_episodes * (per_env + obs_elems * 5 + 4 * 6 * c.hidden)
-        return {"training": int(2 * state_bytes + 3 * rollout), "evaluation": int(2 * evaluation)}
+        # every evaluation episode's level gets its exact value, and a regret curriculum's levels each update
+        level_values = values.bytes_per_level(self.env, params)
+        evaluation = self.eval_episodes * (per_env + obs_elems * 5 + 4 * 6 * c.hidden + level_values)
+        scored = c.num_envs * level_values if self.curriculum.active and self.curriculum.score == "regret" else 0
+        return {"training": int(2 * state_bytes + 3 * rollout + scored), "evaluation": int(2 * evaluation)}
 
     def run(self, keys, train_params, test_params, eval_keys, segments: int = 20,
             on_segment: Callable[[int], None] | None = None, settings=None) -> RunOutput:

@@ -56,9 +56,11 @@ def move_object(env: GridEnv, key, level: Level, params: EnvParams) -> Level:
 
 
 def toggle_wall(env: GridEnv, key, level: Level, params: EnvParams) -> Level:
-    """An inner cell that neither the agent nor an object stands on becomes a wall, or stops being one."""
+    """An inner cell that neither the agent nor an object stands on becomes a wall, or stops being one;
+    only on a level that has inner walls (an obstacle room drawn with no obstacles gets none)."""
     empty = inner(env) & ~(occupied(env, level) & ~level.walls)
     cell, found = random_cell(key, empty)
+    found = found & jnp.any(level.walls & inner(env))
     flipped = level.walls.at[cell[0], cell[1]].set(~level.walls[cell[0], cell[1]])
     return level.replace(walls=jnp.where(found, flipped, level.walls))
 

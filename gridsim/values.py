@@ -121,6 +121,17 @@ def model(env: GridEnv, params: EnvParams, level: Level) -> Model:
     return Model(reward, ends, nxt, jnp.all(ok | ~reached[:, None]), start.astype(jnp.int32), horizon)
 
 
+def bytes_per_level(env: GridEnv, params: EnvParams) -> int:
+    """A rough upper bound on the device memory ``best_return`` of one level needs (its model: every
+    state's level and transitions, a few copies); 0 for an environment without values."""
+    if reason_without_values(env) is not None:
+        return 0
+    level = jax.eval_shape(env.sample, jax.random.key(0), params)
+    level_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(level))
+    states = (1 << len(consumable_slots(env))) * env.height * env.width
+    return 3 * states * (level_bytes + 4 * (4 + 1 + 4 + 4 + 4 + 1 + 4))
+
+
 def _reachable(start, ends, nxt, horizon) -> jax.Array:
     """``bool[S]``: the states an episode from ``start`` enters within ``horizon`` steps."""
 

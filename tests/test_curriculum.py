@@ -199,6 +199,7 @@ BAD = [
     ('[curriculum]\nmethod = "plr"\nscore = "variance"', "curriculum.score must be one of"),
     ('[curriculum]\nmethod = "accel"\nedits = -1', "edits must be a whole number"),
     ('[curriculum]\nmethod = "plr"\ntemperature = 0', "temperature must be > 0"),
+    ('[curriculum]\nmethod = "accel"\nedits = 0', "edits must be >= 1 for 'accel'"),
 ]
 
 
@@ -250,3 +251,17 @@ def test_maxmc_scores_a_level_by_the_best_return_of_its_own_episodes():
                                  jnp.float32([0.2]), 6).buffer
         score = after.score[0] if kind == curricula.REPLAY else after.score[after.last_scored == 6][0]
         np.testing.assert_allclose(score, expected, rtol=1e-6)
+
+
+def test_regret_on_an_environment_whose_levels_have_no_exact_value_is_refused(tmp_path, capsys):
+    """Keys and chests that do not declare their keys consumable: every value is NaN, so no level would be
+    scored and training would never replay; the sweep is refused before it starts."""
+    (tmp_path / "undeclared.py").write_text(
+        "import gridsim\n\nclass Undeclared(gridsim.KeysAndChests):\n    consumable_kinds = ()\n")
+    text = TINY.format(env="undeclared.py:Undeclared", out=tmp_path / "run").replace(
+        "[eval]", '[curriculum]\nmethod = "plr"\nscore = "regret"\n\n[eval]').replace(
+        "width = 7", "width = 7\nmax_keys = 2\nmax_chests = 2")
+    (tmp_path / "bad.toml").write_text(text)
+    code = exit_code(["sweep", str(tmp_path / "bad.toml")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "has an exact value" in err, err
