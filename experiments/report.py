@@ -73,8 +73,9 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
 def _true_and_regret(capable: pd.DataFrame) -> dict:
     """Over capable seeds: the true-goal rate on distinguishing test levels, and the mean regret there
     (``gridsim.values``; NaN where no level has an exact value), each with its interval."""
-    true = capable.true_rate.to_numpy(dtype=float)
-    regret = capable["distinguishing_regret"] if "distinguishing_regret" in capable else pd.Series(dtype=float)
+    column = lambda name: capable[name] if name in capable else pd.Series(np.nan, index=capable.index)
+    true = column("true_rate").to_numpy(dtype=float)
+    regret = column("distinguishing_regret")
     finite = regret[np.isfinite(regret)]
     return {"true_goal": np.nanmean(true) if np.isfinite(true).any() else np.nan,
             "true_goal_ci": mean_rate_interval(true),

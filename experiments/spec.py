@@ -280,9 +280,9 @@ def check_against_env(spec: SweepSpec, path) -> None:
     longest = 0
     for point in spec.points:
         env_point, settings = split_point(point, fields)
-        longest = max(longest, int(np.max(np.asarray(params.replace(**env_point).max_steps_in_episode))))
         try:
             env.check_params(params.replace(**env_point))
+            longest = max(longest, int(np.max(np.asarray(params.replace(**env_point).max_steps_in_episode))))
             curricula.check_settings(**{**{k: getattr(spec.curriculum, k) for k in curricula.Config.TRACED},
                                         **settings})
         except ValueError as err:
