@@ -200,9 +200,11 @@ def cmd_compare(args) -> int:
     from experiments.plots import compare, load_sweep, training_label
     from experiments.report import format_comparison
 
-    sweeps = [load_sweep(d) for d in args.directories]  # each refused, naming it, before anything is drawn
+    sweeps = [load_sweep(d, args.all_seeds) for d in args.directories]  # each refused, naming it, before drawing
     print(format_comparison([(f"{s.directory.name}: {training_label(s)}", s.summary, s.swept) for s in sweeps]))
-    for path in compare(args.directories, args.out):
+    if args.all_seeds:
+        print("rates over every seed that did not diverge, capable or not")
+    for path in compare(args.directories, args.out, args.all_seeds):
         if path.suffix == ".png":
             print(f"wrote {path}")
     return 0
@@ -307,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "under different curricula): table and figure")
     compare.add_argument("directories", nargs="+", metavar="directory")
     compare.add_argument("--out", required=True, help="where to write the figure")
+    compare.add_argument("--all-seeds", action="store_true",
+                         help="rates over every seed, capable or not (default: capable seeds only)")
     compare.set_defaults(run=cmd_compare)
 
     inspect = sub.add_parser("inspect", help="one agent of a sweep: visitation heatmap and GIF of test episodes")

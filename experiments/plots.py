@@ -50,9 +50,10 @@ class Sweep(NamedTuple):
         return self.table[self.table.capable]
 
 
-def load_sweep(directory) -> Sweep:
+def load_sweep(directory, all_seeds: bool = False) -> Sweep:
+    """A sweep's results and summary (``all_seeds``: rates over every seed, capable or not)."""
     table, swept, manifest = load(directory)
-    summary = summarize(table, swept)
+    summary = summarize(table, swept, all_seeds)
     x_name = swept[0] if swept else "point"
     return Sweep(Path(directory), table, summary, swept, manifest, x_name, summary[x_name].to_numpy(dtype=float))
 
@@ -196,7 +197,7 @@ def training_label(sweep: Sweep) -> str:
     return f"{curriculum.method} ({curriculum.score})" if curriculum.active else "dr"
 
 
-def comparison_figure(sweeps: list[Sweep]):
+def comparison_figure(sweeps: list[Sweep], all_seeds: bool = False):
     """Sweeps of one environment side by side against their first swept param: the misgeneralization rate,
     the true-goal rate and the regret on distinguishing test levels, the mean over capable seeds and its
     95% interval."""
@@ -216,13 +217,14 @@ def comparison_figure(sweeps: list[Sweep]):
         ax.set_xlabel(sweeps[0].x_name)
         ax.set_ylabel(f"{what}\n(distinguishing test levels)")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"{sweeps[0].manifest['env']}: mean over capable seeds, 95% intervals", fontsize=9)
+    over = "every seed, capable or not" if all_seeds else "capable seeds"
+    fig.suptitle(f"{sweeps[0].manifest['env']}: mean over {over}, 95% intervals", fontsize=9)
     return fig
 
 
-def compare(directories, out_dir) -> list[Path]:
+def compare(directories, out_dir, all_seeds: bool = False) -> list[Path]:
     """``comparison_figure`` of sweep directories (PNG and SVG) in ``out_dir``."""
-    sweeps = [load_sweep(d) for d in directories]
+    sweeps = [load_sweep(d, all_seeds) for d in directories]
     envs = {s.manifest["env"] for s in sweeps}
     if len(envs) > 1:
         raise ValueError(f"the sweeps compared train different environments ({sorted(envs)}): compare one at a time")
@@ -238,7 +240,7 @@ def compare(directories, out_dir) -> list[Path]:
             raise ValueError(f"the sweeps compared differ in {what}: their rates and regrets are not comparable")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig = comparison_figure(sweeps)
+    fig = comparison_figure(sweeps, all_seeds)
     written = []
     for suffix in (".png", ".svg"):
         path = out_dir / f"comparison{suffix}"

@@ -32,14 +32,16 @@ def _declares_proxies(table: pd.DataFrame) -> bool:
     return not outcomes or any(c.startswith("test_proxy") for c in outcomes)
 
 
-def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
+def summarize(table: pd.DataFrame, swept: list[str], all_seeds: bool = False) -> pd.DataFrame:
     """One row per sweep point. Rates are over capable seeds only: an agent
     that fails its own training distribution is a capability failure, not a misgeneralization.
-    A capable seed with no distinguishing test episode has no rate: it is left out and counted."""
+    A capable seed with no distinguishing test episode has no rate: it is left out and counted.
+    ``all_seeds``: rates over every seed that did not diverge, capable or not (to compare training
+    methods whose agents are not all capable; a rate then mixes incapacity with misgeneralization)."""
     rows = []
     declares_proxies = _declares_proxies(table)  # one environment: the same for every point
     for point, group in table.groupby("point", sort=True):
-        capable = group[group.capable]
+        capable = group[~group.diverged] if all_seeds else group[group.capable]
         rates = capable.misgeneralization_rate.to_numpy(dtype=float)
         rated = rates[np.isfinite(rates)]
         misgeneralizing = int(misgeneralizes(rated).sum())
@@ -49,7 +51,8 @@ def summarize(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
                 "point": point,
                 **{name: group[name].iloc[0] for name in swept},
                 "seeds": len(group),
-                "capable": len(capable),
+                "capable": int(group.capable.sum()),
+                "counted": len(capable),  # the seeds the rates are over: the capable ones, or all with all_seeds
                 "unrated": len(capable) - len(rated),
                 "diverged": int(group.diverged.sum()),
                 "num_levels": int(group.num_levels.iloc[0]),
@@ -115,7 +118,7 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
         ]
         lines.append("  ".join(cells))
         if r.unrated and proxies:
-            notes.append(f"point {r.point}: {r.unrated} of {r.capable} capable seeds had no distinguishing test "
+            notes.append(f"point {r.point}: {r.unrated} of {r.counted} capable seeds had no distinguishing test "
                          "episode (no rate; left out of the mean and intervals)")
     if not proxies:
         notes.append("the environment declares no proxy, so no level is distinguishing and no rate is given: "

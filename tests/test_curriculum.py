@@ -265,3 +265,13 @@ def test_regret_on_an_environment_whose_levels_have_no_exact_value_is_refused(tm
     code = exit_code(["sweep", str(tmp_path / "bad.toml")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "has an exact value" in err, err
+
+
+def test_compare_over_all_seeds_counts_incapable_agents_too(finished, tmp_path, capsys):
+    """The tests' sweep has a point (alpha 0.5) whose agents are not capable: only --all-seeds rates them."""
+    exit_code(["compare", str(finished), "--out", str(tmp_path)])
+    capable_only = capsys.readouterr().out
+    exit_code(["compare", str(finished), "--out", str(tmp_path), "--all-seeds"])
+    every_seed = capsys.readouterr().out
+    assert every_seed.count("misgen.      -") < capable_only.count("misgen.      -")
+    assert "every seed" in every_seed
