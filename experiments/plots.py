@@ -203,7 +203,8 @@ def comparison_figure(sweeps: list[Sweep], all_seeds: bool = False):
     95% interval."""
     panels = [("misgeneralization", "misgeneralization rate"), ("true_goal", "true-goal rate"),
               ("distinguishing_regret", "regret")]
-    fig, axes = _pyplot().subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
+    fig.subplots_adjust(wspace=0.35)
     for ax, (column, what) in zip(axes[0], panels):
         for i, sweep in enumerate(sweeps):
             xs, summary = sweep.xs, sweep.summary
