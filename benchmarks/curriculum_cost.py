@@ -145,8 +145,8 @@ def time_training(args) -> tuple[list[dict], dict]:
 def values_cases(args) -> list[tuple[str, dict]]:
     """(name, overrides) of every registered environment with exact values, at its default size, and
     13x13 of VALUES_LARGE."""
-    if args.smoke:  # the two with the largest models, at their default size
-        return [(name, {}) for name in VALUES_LARGE]
+    if args.smoke:  # the one with the largest model, at its default size
+        return [(VALUES_LARGE[1], {})]
     cases = [(name, {}) for name in gridsim.registered()
              if values.reason_without_values(gridsim.make(name)[0]) is None]
     return cases + [(name, dict(height=13, width=13)) for name in VALUES_LARGE]

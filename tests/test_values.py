@@ -107,8 +107,9 @@ def test_an_unfaithful_model_is_not_exact():
     assert not best.exact and np.isnan(best.value)
 
 
-DETERMINISTIC = [name for name in gridsim.registered()
-                 if values.reason_without_values(gridsim.make(name)[0]) is None]
+# objects used up mid-episode, per-step costs and penalties, mazes, avoided cells (every other deterministic
+# environment's values are checked against a brute force above)
+DETERMINISTIC = ["keys-and-chests", "absent-supervisor", "cheese-in-corner", "lava-shift"]
 
 
 @pytest.mark.parametrize("env_name", DETERMINISTIC)
