@@ -54,7 +54,7 @@ def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = 
     check_traced_episodes(env, params.test(), episodes, agents=spec.seeds)  # one point's agents at once
     rows = []
     for point in store.point_files():
-        own = batch_params(params, [env_point(spec, params, spec.points[point])])
+        own = batch_params(params, [env_point(params, spec.points[point])])
         train = jax.tree_util.tree_map(lambda x: x[0], own)
         cands = discover.candidates(env, train, jax.random.key(seed), declared_proxies=declared_proxies)
         max_steps = int(np.asarray(train.max_steps_in_episode))

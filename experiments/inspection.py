@@ -79,7 +79,7 @@ def load_agent(directory, point: int, seed: int) -> Agent:
         raise ValueError(f"seed {seed} is not in this sweep (its seeds are 0 to {spec.seeds - 1})")
     runner, params = runner_for(spec)
     network = jax.tree_util.tree_map(lambda x: x[seed], store.load_agents(point))
-    own = batch_params(params, [env_point(spec, params, points[point])])
+    own = batch_params(params, [env_point(params, points[point])])
     train_params = jax.tree_util.tree_map(lambda x: x[0], own)
     train_params = train_params.replace(level_seed=level_seed(seed_keys(spec)[seed]))  # its own training levels
     point_label = ", ".join(f"{k}={v:g}" for k, v in points[point].items()) or "point 0"

@@ -10,7 +10,6 @@ store (``experiments.store``) keeps what they return.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -61,16 +60,16 @@ def _runner(env_name: str, env_options_json: str, config, eval_episodes: int, ma
 def runner_for(spec: SweepSpec) -> tuple[SeedRunner, object]:
     """The (cached) compiled runner of a spec, and the env's params with the spec's options applied."""
     env, params = gridsim.make(spec.env_reference, **spec.env_options)
-    max_steps = max(int(np.asarray(params.replace(**env_point(spec, params, p)).max_steps_in_episode))
+    max_steps = max(int(np.asarray(params.replace(**env_point(params, p)).max_steps_in_episode))
                     for p in spec.points)
     options = json.dumps(spec.env_options, sort_keys=True)
     runner = _runner(spec.env_reference, options, spec.ppo, spec.eval_episodes, max_steps, spec.curriculum)
     return runner, params
 
 
-def env_point(spec: SweepSpec, params, point: dict) -> dict:
+def env_point(params, point: dict) -> dict:
     """The env params of a sweep point (its curriculum settings left out)."""
-    return split_point(point, {f.name for f in dataclasses.fields(params)})[0]
+    return split_point(point, params)[0]
 
 
 def seed_keys(spec: SweepSpec) -> jax.Array:
@@ -92,8 +91,7 @@ def batch_params(params, points: list[dict]):
 
 def batch_settings(spec: SweepSpec, params, points: list[dict]):
     """The curriculum's traced settings, a leading axis of one entry per sweep point."""
-    names = {f.name for f in dataclasses.fields(params)}
-    each = [spec.curriculum.params(**split_point(p, names)[1]) for p in points]
+    each = [spec.curriculum.params(**split_point(p, params)[1]) for p in points]
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *each)
 
 
@@ -157,7 +155,7 @@ def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
     started = time.perf_counter()
     runner, params = runner_for(spec)
     padded = points + [points[-1]] * ((pad_to or len(points)) - len(points))
-    env_points = [env_point(spec, params, spec.points[i]) for i in padded]
+    env_points = [env_point(params, spec.points[i]) for i in padded]
     train_params = batch_params(params, env_points)
     real = len(points) / len(padded)  # padding points are not progress
     progress = None if on_progress is None else (lambda steps: on_progress(steps * real))
@@ -168,7 +166,7 @@ def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
     for j, i in enumerate(points):
         pick = lambda tree, j=j: jax.tree_util.tree_map(lambda x: x[j], tree)
         results, history = pick(out.results), pick(out.metrics)
-        tables[i] = rows_for_point(runner.env, spec, i, params.replace(**env_point(spec, params, spec.points[i])),
+        tables[i] = rows_for_point(runner.env, spec, i, params.replace(**env_point(params, spec.points[i])),
                                    results, history)
         curves[i] = curves_for_point(runner.env, i, history, spec.curriculum.active)
         agents[i] = pick(out.networks)

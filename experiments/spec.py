@@ -279,7 +279,7 @@ def check_against_env(spec: SweepSpec, path) -> None:
             raise SpecError(f"{where}'{key}' is both in [env_options] and in [sweep]; keep it in one of them")
     longest = 0
     for point in spec.points:
-        env_point, settings = split_point(point, fields)
+        env_point, settings = split_point(point, params)
         try:
             env.check_params(params.replace(**env_point))
             longest = max(longest, int(np.max(np.asarray(params.replace(**env_point).max_steps_in_episode))))
@@ -288,7 +288,7 @@ def check_against_env(spec: SweepSpec, path) -> None:
         except ValueError as err:
             raise SpecError(f"{where}sweep point {point}: {err}") from None
     if spec.curriculum.active and spec.curriculum.score == "regret":
-        _check_regret(spec, env, params.replace(**split_point(spec.points[0], fields)[0]), where)
+        _check_regret(spec, env, params.replace(**split_point(spec.points[0], params)[0]), where)
     if spec.curriculum.active and spec.curriculum.score != "pvl" and spec.ppo.num_steps < longest:
         warnings.warn(f"{where}ppo.num_steps ({spec.ppo.num_steps}) is shorter than an episode may last "
                       f"(max_steps_in_episode {longest}): a level whose first episode outlasts its rollout is never "
@@ -309,7 +309,9 @@ def _check_regret(spec: SweepSpec, env, params, where: str, levels: int = 32) ->
                         "mid-episode lists their kinds in consumable_kinds)")
 
 
-def split_point(point: dict, env_fields) -> tuple[dict, dict]:
-    """A sweep point's env params and its curriculum settings (a name that is both is the env's)."""
-    settings = {k: v for k, v in point.items() if k in curricula.Config.TRACED and k not in env_fields}
+def split_point(point: dict, params) -> tuple[dict, dict]:
+    """A sweep point's env params (fields of ``params``) and its curriculum settings (a name that is
+    both is the env's)."""
+    fields = {f.name for f in dataclasses.fields(params)}
+    settings = {k: v for k, v in point.items() if k in curricula.Config.TRACED and k not in fields}
     return {k: v for k, v in point.items() if k not in settings}, settings
