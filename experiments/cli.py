@@ -234,6 +234,35 @@ def cmd_discover(args) -> int:
     return 0
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def cmd_search(args) -> int:
+    from experiments import search as level_search
+    from experiments.plots import _pyplot
+    from experiments.store import Store
+    from gridsim.search import Config
+
+    config = Config(population=args.population, generations=args.generations, max_edits=args.max_edits,
+                    edits=args.edits, start=args.start, nearest_steps=args.nearest_steps, branch=args.branch)
+    store = Store(args.directory)
+    figures = store.figures(args.figures)  # refused now, not after the search
+    table = level_search.run(args.directory, args.objective, config, args.seed, _options(args.option))
+    print(level_search.format_summary(table))
+    print(f"wrote {store.derived_path(level_search.RESULTS)}")
+    figures.mkdir(parents=True, exist_ok=True)
+
+    def save(fig, stem):
+        path = figures / f"{stem}.png"
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        _pyplot().close(fig)
+        print(f"wrote {path}")
+
+    level_search.figures(args.directory, save)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsim", description=__doc__)
     parser.add_argument("--no-compile-cache", action="store_true",
@@ -331,6 +360,33 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--agent", type=int, nargs=2, metavar=("POINT", "SEED"),
                           help="instead, draw one agent's test episodes beside its best candidate's target")
     discover.set_defaults(run=cmd_discover)
+
+    search = sub.add_parser("search", help="for every agent of a sweep, search levels (by ACCEL's edits) for those "
+                                            "that expose it, beside as many random test levels")
+    search.add_argument("directory")
+    search.add_argument("--objective", default="regret",
+                        help="what exposes an agent: regret (its exact regret; the default), proxy:NAME (it reaches "
+                             "that declared proxy first where the oracles separate it from the true goal), or "
+                             "discovered (it ends on the target `gridsim discover` named for it)")
+    search.add_argument("--population", type=int, default=16, help="levels kept per agent (default 16)")
+    search.add_argument("--generations", type=int, default=15,
+                        help="rounds of edited children (default 15): population x (generations + 1) episodes "
+                             "per agent, and as many random test levels")
+    search.add_argument("--max-edits", type=int, default=3, help="a child is its parent with 1 to this many edits")
+    search.add_argument("--edits", type=_names, default=None,
+                        help="comma-separated edits to use (default: all the environment's, gridsim.edits)")
+    search.add_argument("--start", choices=("test", "train", "both"), default="test",
+                        help="where the first levels come from: test levels, the agent's own training levels, "
+                             "or half each (default test)")
+    search.add_argument("--nearest-steps", type=int, default=8,
+                        help="single edits along each chain of the nearest-failure search (default 8)")
+    search.add_argument("--branch", type=int, default=4, help="edits tried per chain and step (default 4)")
+    search.add_argument("--seed", type=_seed, default=0)
+    search.add_argument("--figures", help="where to write the figures (default: <directory>/_figures)")
+    search.add_argument("--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
+                        help="a param of the levels the search starts from and edits, e.g. -o watched=1 "
+                             "(repeatable; the random test levels keep the sweep's)")
+    search.set_defaults(run=cmd_search)
     return parser
 
 

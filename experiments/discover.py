@@ -90,9 +90,19 @@ def format_shares(table: pa.Table) -> str:
         lines.append(f"{settings} ({len(group)} agents):")
         for best, count in group.best.value_counts().items():
             low, high = wilson_interval(count, len(group))
-            ends = group.ends_at_best[group.best == best].mean()
-            lines.append(f"  {best:32s} {count / len(group):6.1%} [{float(low):5.1%}, {float(high):5.1%}]"
-                         + (f"   episodes ending on it {ends:4.0%}" if best != "unexplained" else ""))
+            named = group[group.best == best]
+            line = f"  {best:32s} {count / len(group):6.1%} [{float(low):5.1%}, {float(high):5.1%}]"
+            if best != "unexplained":
+                weak = sum(discover.weak(g, e) for g, e in zip(named.gain_over_random, named.ends_at_best))
+                line += (f"   gain over a random walk {named.gain_over_random.median():.2f} nats/step (median), "
+                         f"episodes ending on it {named.ends_at_best.mean():4.0%}"
+                         + (f"   WEAK for {weak} of {len(named)}" if weak else ""))
+            lines.append(line)
+    if any(discover.weak(g, e) for g, e, b in zip(frame.gain_over_random, frame.ends_at_best, frame.best)
+           if b != "unexplained"):
+        lines.append(f"WEAK: the named candidate beats a random walk by under {discover.WEAK_GAIN} nats a step, or "
+                     f"under {discover.WEAK_ENDS:.0%} of the agent's episodes end on it; it may not be what the "
+                     "agent pursues: look at the agent (gridsim discover DIR --agent POINT SEED)")
     return "\n".join(lines)
 
 

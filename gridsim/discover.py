@@ -37,6 +37,11 @@ from gridsim.oracles import UNREACHABLE, move_targets, step_cost, telling
 BETAS = np.array([0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0], np.float32)  # rationality grid
 UNEXPLAINED_MARGIN = 0.1  # nats a step the best candidate must beat a random walk by
 FAR = 1e4  # the distance of a cell that is no target (any real path is shorter)
+# A verdict is weak when its candidate explains the agent's moves little better than a random walk
+# does (a pursuer that always takes a shortest path gains up to log 3 to log 4, 1.1-1.4 nats a move),
+# or when few episodes end on its target: an agent hovering near a door is then named after it.
+WEAK_GAIN = 0.5  # nats a step over a random walk
+WEAK_ENDS = 0.5  # share of scored episodes ending on the candidate's target
 
 SIDES = ("above", "below", "left-of", "right-of")  # the cell beside an object: a landmark's, say
 
@@ -238,6 +243,11 @@ class Verdict(NamedTuple):
     margin_over_true: tuple[float, float, float]  # the same against the true goal
     ends_at_best: float  # share of the scored episodes that ended on the best candidate's target
     ends_at_true: float  # the same for the true goal
+
+
+def weak(gain_over_random: float, ends_at_best: float) -> bool:
+    """Whether a verdict is weak (``WEAK_GAIN``, ``WEAK_ENDS``): say so beside it."""
+    return not (gain_over_random >= WEAK_GAIN and ends_at_best >= WEAK_ENDS)
 
 
 def verdict(cands: Candidates, scores: Scores, true_goal: str) -> Verdict:

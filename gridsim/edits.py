@@ -82,9 +82,22 @@ def level_edits(env: GridEnv) -> dict[str, EditFn]:
     return {**edits, **env.level_edits()}
 
 
-def edit(env: GridEnv, key, level: Level, params: EnvParams, count) -> Level:
-    """``count`` (may be traced) edits in a row, each drawn uniformly from ``level_edits(env)``."""
-    edits = list(level_edits(env).values())
+def chosen_edits(env: GridEnv, names=None) -> dict[str, EditFn]:
+    """``level_edits(env)``, or those of them that ``names`` lists (an unknown name is refused)."""
+    available = level_edits(env)
+    if names is None:
+        return available
+    unknown = [n for n in names if n not in available]
+    if unknown or not names:
+        raise ValueError(f"{env.name} has no edit {', '.join(map(repr, unknown)) or '(none named)'}; "
+                         f"its edits: {', '.join(available)}")
+    return {n: available[n] for n in names}
+
+
+def edit(env: GridEnv, key, level: Level, params: EnvParams, count, names=None) -> Level:
+    """``count`` (may be traced) edits in a row, each drawn uniformly from ``level_edits(env)``, or
+    from those of its edits that ``names`` (static) lists."""
+    edits = list(chosen_edits(env, names).values())
 
     def one(i, level):
         k_which, k_edit = rng.split(jax.random.fold_in(key, i))

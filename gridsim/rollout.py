@@ -32,6 +32,7 @@ class Evaluation(NamedTuple):
     # not exact, and everywhere without a discount)
     discounted_return: jax.Array = None
     best_return: jax.Array = None
+    end_cell: jax.Array = None  # [episodes, 2]: where the agent stood when its first episode ended (or at max_steps)
 
     @property
     def regret(self) -> jax.Array:
@@ -49,8 +50,9 @@ class Trace(NamedTuple):
 
 
 def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int, max_steps: int,
-             label: bool = True, trace: bool = False, discount=None):
-    """Play ``episodes`` fresh episodes (one per parallel env) for up to ``max_steps`` steps each.
+             label: bool = True, trace: bool = False, discount=None, levels=None):
+    """Play ``episodes`` fresh episodes (one per parallel env) for up to ``max_steps`` steps each,
+    on levels drawn from ``params``, or on ``levels`` (``[episodes]``) when given.
 
     Pure and jittable; ``episodes``, ``max_steps``, ``label`` and ``trace`` are static (use the
     params' ``max_steps_in_episode``). Only each environment's first episode counts. With
@@ -60,7 +62,10 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
     Returns an ``Evaluation``, or ``(Evaluation, Trace)`` with ``trace``.
     """
     k_reset, k_run = jax.random.split(key)
-    obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), params)
+    if levels is None:
+        obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, episodes), params)
+    else:
+        obs, env_state = jax.vmap(env.reset_to_level, (0, None))(levels, params)
     if label:
         distinguishing, oracle_outcome = oracles.label(env, params, env_state.level)
     else:
@@ -75,7 +80,7 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
         best = values.best_returns(env, params, env_state.level, discount).value
     result = Evaluation(zeros(jnp.int32), zeros(jnp.float32), zeros(jnp.int32), zeros(bool), distinguishing,
                         oracle_outcome, measures=None, success=zeros(bool), discounted_return=zeros(jnp.float32),
-                        best_return=best)
+                        best_return=best, end_cell=env_state.level.agent)
     start = env_state.level
     counts = jnp.zeros((episodes, len(env.event_names)), jnp.int32)  # events fired in each first episode
 
@@ -101,6 +106,7 @@ def evaluate(env: GridEnv, params: EnvParams, policy: Policy, key, episodes: int
             episode_length=record(result.episode_length, info["episode_length"]),
             success=record(result.success, info["success"]),
             discounted_return=result.discounted_return + jnp.where(result.finished, 0.0, scale * reward),
+            end_cell=jnp.where(result.finished[:, None], result.end_cell, next_state.level.agent),
             finished=result.finished | done,
         )
         return (obs, next_state, carry, done, counts, result, scale * discount), step

@@ -72,6 +72,15 @@ def check_env(env: GridEnv, params: EnvParams | None = None, *, seed: int = 0, n
     _check_oracles(env, params.test(), jax.random.key(seed + 2), oracle_levels)
 
 
+def check_levels(env: GridEnv, params: EnvParams, levels, case: str = "given levels", seed: int = 0) -> None:
+    """Raise ``AssertionError`` naming the first invariant that random episodes started on ``levels``
+    (``[N]``: a search's, an edit's, a hand-built batch) break, as ``check_env`` checks sampled ones."""
+    count = levels.agent.shape[0]
+    steps = 2 * int(np.max(params.max_steps_in_episode)) + 2
+    out = jax.jit(random_rollout, static_argnums=(0, 3, 4))(env, params, jax.random.key(seed), count, steps, levels)
+    _check_rollout(env, params, jax.tree_util.tree_map(np.asarray, out), case)
+
+
 def random_rollout(env, params, key, num_envs: int, num_steps: int, levels=None):
     """Uniformly random actions in ``num_envs`` environments for ``num_steps`` steps (jittable):
     per step ``[num_steps, num_envs, ...]``, the level it started from, the state after it, reward,

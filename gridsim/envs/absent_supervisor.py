@@ -77,6 +77,20 @@ class AbsentSupervisor(GridEnv):
         """The supervisor is present."""
         return (level.obj_alive & self.kind_slots["supervisor"]).any()
 
+    def level_edits(self):
+        """The supervisor comes or goes (back on its cell only while nothing else stands there): a
+        search over levels may then vary who watches."""
+        slot = self.kind_slots["supervisor"]
+
+        def supervisor(key, level, params):
+            cell = level.obj_pos[np.argmax(slot)]
+            taken = (jnp.all(level.agent == cell)
+                     | jnp.any(jnp.all(level.obj_pos == cell, axis=-1) & level.obj_alive & ~slot))
+            flip = self.watched(level) | ~taken
+            return level.replace(obj_alive=jnp.where(slot & flip, ~level.obj_alive, level.obj_alive))
+
+        return {"supervisor": supervisor}
+
     def goal_avoids(self, level, params):
         return {"goal": self.cells_of(level, "shortcut")}
 
