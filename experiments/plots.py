@@ -279,10 +279,10 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     found = store.derived_path("discover")  # written by ``gridsim discover``
     if found.exists():
         save(discover_figure(pd.read_parquet(found)), "discover")
-    if store.derived_path("search").exists():  # written by ``gridsim search``
+    for table in sorted(store.derived_path("search").parent.glob("search*.parquet")):  # ``gridsim search``'s
         from experiments import search
 
-        search.figures(directory, save)
+        search.figures(directory, save, table.stem)
     if visitation and all(store.agents_path(p).exists() for p in sweep.summary.point):
         save(visitation_figure(sweep), "visitation")
     return written

@@ -2,8 +2,9 @@
 expose it (``gridsim.search``), beside the same number of random test levels.
 
 Writes ``DIR/_derived/search.parquet`` (one row per agent) and the levels found
-(``DIR/_derived/search_levels.npz``, for figures), and prints, per sweep point, the share of agents
-each way exposes, with Wilson intervals; ``gridsim plot`` draws them.
+(``DIR/_derived/search_levels.npz``, for figures; another ``name`` keeps several searches of a
+sweep), and prints, per sweep point, the share of agents each way exposes, with Wilson intervals;
+``gridsim plot`` draws them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from experiments import spec as sweep_spec
+from experiments.discover import RESULTS as DISCOVER_RESULTS
 from experiments.metrics import wilson_interval
 from experiments.runner import batch_params, env_point, runner_for, seed_keys
 from experiments.store import MANIFEST, Store, StoreError, atomic_write
@@ -28,7 +30,6 @@ from gridsim import discover, search, values
 from gridsim.core import Level
 
 RESULTS = "search"  # the table's name among the sweep's derived tables (``Store.derived_path``)
-LEVELS = "search_levels.npz"  # the levels found, beside the table
 FOUND = ("search", "random", "nearest_start", "nearest")  # the levels kept per agent
 DISCOVERED = "discovered"
 
@@ -80,7 +81,7 @@ def _compiled(trainer, config: search.Config, objective: search.Objective, max_s
 def _discovered(store: Store, env, point: int, seeds: int, cands: discover.Candidates):
     """Per agent of ``point``: the candidate discovery named, its index (-1: no target to search
     for: unexplained, a direction, or the true goal itself), and the verdict's gain and weakness."""
-    path = store.derived_path(discover.__name__.split(".")[-1])
+    path = store.derived_path(DISCOVER_RESULTS)
     if not path.exists():
         raise StoreError(f"--objective {DISCOVERED}: run `gridsim discover {store.root}` first "
                          f"(no {path.relative_to(store.root)})")
@@ -101,8 +102,9 @@ def _discovered(store: Store, env, point: int, seeds: int, cands: discover.Candi
 
 
 def run(directory, objective: str = "regret", config: search.Config | None = None, seed: int = 0,
-        overrides: dict | None = None) -> pa.Table:
-    """Search every agent of the sweep in ``directory``; write and return the table."""
+        overrides: dict | None = None, name: str = RESULTS) -> pa.Table:
+    """Search every agent of the sweep in ``directory``; write and return the table (``_derived/<name>.parquet``,
+    the levels found beside it)."""
     config = search.Config() if config is None else config
     directory = Path(directory)
     store = Store(directory)
@@ -154,9 +156,9 @@ def run(directory, objective: str = "regret", config: search.Config | None = Non
                          "nearest_solved_starts": int(one.nearest.solved),
                          "nearest_budget": config.nearest_budget})
     table = pa.Table.from_pylist(rows)
-    out = store.derived_path(RESULTS)
+    out = store.derived_path(name)
     out.parent.mkdir(exist_ok=True)
-    atomic_write(store.root / out.parent.name / LEVELS, lambda path: _save_levels(path, found))
+    atomic_write(_levels_path(store, name), lambda path: _save_levels(path, found))
     atomic_write(out, lambda path: pq.write_table(table, path))  # the last table stays whole till then
     return table
 
@@ -195,9 +197,13 @@ def _save_levels(path: Path, found: dict) -> None:
     Path(path).write_bytes(buffer.getvalue())
 
 
-def load_levels(directory, point: int, which: str) -> Level:
+def _levels_path(store: Store, name: str) -> Path:
+    return store.derived_path(name).with_name(f"{name}_levels.npz")
+
+
+def load_levels(directory, point: int, which: str, name: str = RESULTS) -> Level:
     """The levels of ``which`` (one of ``FOUND``) found for every agent of ``point`` (leaves ``[seeds, ...]``)."""
-    with np.load(Store(directory).root / "_derived" / LEVELS) as saved:
+    with np.load(_levels_path(Store(directory), name)) as saved:
         return Level(**{field: saved[f"{point}/{which}/{field}"] for field in Level.__dataclass_fields__})
 
 
@@ -316,51 +322,56 @@ def shown_agents(frame, point: int, count: int = 3) -> list[int]:
     return [int(s) for s in order[:count]]
 
 
-def levels_figure(directory, point: int, frame, count: int = 3):
+def draw_level(ax, agent, level: Level, proxy: str | None, title: str) -> str:
+    """``level`` (one, numpy leaves) with the agent's path on it (black), the true goal's oracle's
+    (blue, dashed) and ``proxy``'s oracle's (red, dotted); returns the agent's outcome there."""
+    from gridsim.render import rgb
+
+    env, test = agent.env, agent.test_params
+    walk_agent, walk_oracle = _path_programs(agent.trainer, int(np.asarray(test.max_steps_in_episode)))
+    levels = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], level)
+    cell = 16
+    ax.imshow(rgb(env, level, cell))
+    played = walk_agent(agent.network, test, levels)
+    walks = [(_walks(played)[0], "black", "-", "agent"),
+             (_walks(walk_oracle(jnp.int32(0), test, levels))[0], "royalblue", "--", env.true_goal)]
+    if proxy is not None:
+        walks.append((_walks(walk_oracle(jnp.int32(1 + env.proxies.index(proxy)), test, levels))[0],
+                      "crimson", ":", proxy))
+    for k, (walk, colour, style, label) in enumerate(walks):
+        path = walk * cell + (cell - 1) / 2 + (k - 1) * 2.0  # side by side where paths share cells
+        ax.plot(path[:, 1], path[:, 0], color=colour, ls=style, lw=1.3, label=label)
+        ax.plot(path[-1, 1], path[-1, 0], "x", color=colour, ms=6)
+    outcome = env.outcome_names[int(jax.device_get(played)[3][0])]
+    ax.set_title(f"{title}\nagent's outcome: {outcome}", fontsize=7)
+    ax.set_xticks([]), ax.set_yticks([])
+    return outcome
+
+
+def levels_figure(directory, point: int, frame, count: int = 3, name: str = RESULTS):
     """Per shown agent: the level its search found worst, and its nearest failure (the solved
-    training level, then the edited one), each with the agent's path (black), the true goal's
-    oracle's (blue, dashed) and the proxy's oracle's (red, dotted)."""
+    training level, then the edited one), each with the agent's path and the oracles' (``draw_level``)."""
     from experiments.inspection import load_agent
     from experiments.plots import _pyplot
-    from gridsim.render import rgb
 
     seeds = shown_agents(frame, point, count)
     columns = (("search", "worst found by search"), ("nearest_start", "solved training level"),
                ("nearest", "nearest failure"))
-    plt = _pyplot()
-    fig, axes = plt.subplots(max(len(seeds), 1), 3, figsize=(7.5, 2.6 * max(len(seeds), 1)), squeeze=False)
-    cell = 16
+    fig, axes = _pyplot().subplots(max(len(seeds), 1), 3, figsize=(7.5, 2.6 * max(len(seeds), 1)), squeeze=False)
     for row, seed in enumerate(seeds):
         agent = load_agent(directory, point, seed)
-        env, test = agent.env, agent.test_params
-        max_steps = int(np.asarray(test.max_steps_in_episode))
-        walk_agent, walk_oracle = _path_programs(agent.trainer, max_steps)
+        env = agent.env
         info = frame[(frame.point == point) & (frame.seed == seed)].iloc[0]
         proxy = next((g for g in env.proxies if info.objective == f"proxy:{g}"), (env.proxies or (None,))[0])
         for col, (which, title) in enumerate(columns):
             ax = axes[row, col]
-            ax.set_xticks([]), ax.set_yticks([])
-            levels = jax.tree_util.tree_map(lambda x, s=seed: jnp.asarray(x[s:s + 1]),
-                                            load_levels(directory, point, which))
             if which != "search" and not (info.nearest_edits or 0) > 0:
                 ax.set_title(f"{title}: none found", fontsize=7)
                 ax.axis("off")
                 continue
-            one = jax.tree_util.tree_map(lambda x: x[0], levels)
-            ax.imshow(rgb(env, one, cell))
-            walks = [(_walks(walk_agent(agent.network, test, levels))[0], "black", "-", "agent")]
-            walks.append((_walks(walk_oracle(jnp.int32(0), test, levels))[0], "royalblue", "--", env.true_goal))
-            if proxy is not None:
-                walks.append((_walks(walk_oracle(jnp.int32(1 + env.proxies.index(proxy)), test, levels))[0],
-                              "crimson", ":", proxy))
-            for k, (walk, colour, style, label) in enumerate(walks):
-                offset = (k - 1) * 2.0  # side by side where paths share cells
-                path = walk * cell + (cell - 1) / 2 + offset
-                ax.plot(path[:, 1], path[:, 0], color=colour, ls=style, lw=1.3, label=label)
-                ax.plot(path[-1, 1], path[-1, 0], "x", color=colour, ms=6)
-            outcome = env.outcome_names[int(jax.device_get(walk_agent(agent.network, test, levels))[3][0])]
+            level = jax.tree_util.tree_map(lambda x, s=seed: x[s], load_levels(directory, point, which, name))
             edits = f", {int(info.nearest_edits)} edit(s)" if which == "nearest" else ""
-            ax.set_title(f"seed {seed}: {title}{edits}\nagent's outcome: {outcome}", fontsize=7)
+            draw_level(ax, agent, level, proxy, f"seed {seed}: {title}{edits}")
         axes[row, 0].legend(fontsize=6, loc="lower left")
     settings = ", ".join(f"{k}={frame[frame.point == point][k].iloc[0]:g}" for k in frame.columns
                          if k not in _COLUMNS) or f"point {point}"
@@ -399,12 +410,12 @@ def shares_figure(frame):
     return fig
 
 
-def figures(directory, save) -> None:
+def figures(directory, save, name: str = RESULTS) -> None:
     """Draw the search's figures with ``save(fig, stem)`` (``gridsim plot``'s)."""
     import pandas as pd
 
-    frame = pd.read_parquet(Store(directory).derived_path(RESULTS))
-    save(shares_figure(frame), "search")
+    frame = pd.read_parquet(Store(directory).derived_path(name))
+    save(shares_figure(frame), name)
     for point in sorted(set(frame.point)):
         if frame[(frame.point == point)].searched.any():
-            save(levels_figure(directory, int(point), frame), f"search-p{int(point):04d}")
+            save(levels_figure(directory, int(point), frame, name=name), f"{name}-p{int(point):04d}")

@@ -128,6 +128,15 @@ def test_discover_throughput_smoke(swept, tmp_path):
     assert "alpha=0" in stdout  # the shares, per point
 
 
+@sweep_group
+def test_search_throughput_smoke(swept, tmp_path):
+    (run,) = swept[0]["runs"]
+    results, stdout = run_benchmark("search_throughput", tmp_path, run["directory"])
+    assert results["agents"] == run["points"] * run["seeds"] and results["episodes_per_agent"] == 2 * 8 + 8
+    assert positive(results["first_s"]) and positive(results["levels_per_s"])
+    assert "exposed by search" in stdout  # the summary, per point
+
+
 def test_curriculum_cost_smoke(tmp_path):
     results, stdout = run_benchmark("curriculum_cost", tmp_path)
     training = results["training"]

@@ -21,7 +21,7 @@ CONFIG = search.Config(population=8, generations=6, nearest_steps=4, branch=2, s
 FAMILY = (5, 5)  # the hand-built policy below fails exactly when the cheese lies on this cell
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cheese():
     env, params = small_env("cheese-in-corner")
     return env, params.test(), params.train(0.0)
@@ -42,7 +42,7 @@ def family_policy(env, fails) -> Policy:
     return Policy(act=act)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def searched(policy_name: str):
     """The searches the tests read, each run once: the regret objective for the cheese's oracle and
     the family policy (one program, the policy's failing a traced flag), the proxy objective for the
@@ -56,7 +56,7 @@ def searched(policy_name: str):
     return jax.tree_util.tree_map(lambda x: x[int(policy_name == "family")], _regret_searches())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _regret_searches():
     env, test, train = cheese()
     max_steps = int(test.max_steps_in_episode)
