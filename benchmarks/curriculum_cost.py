@@ -145,8 +145,8 @@ def time_training(args) -> tuple[list[dict], dict]:
 def values_cases(args) -> list[tuple[str, dict]]:
     """(name, overrides) of every registered environment with exact values, at its default size, and
     13x13 of VALUES_LARGE."""
-    if args.smoke:  # the one with the largest model, at its default size
-        return [(VALUES_LARGE[1], {})]
+    if args.smoke:  # the one with the largest model, at the size the tests use
+        return [(VALUES_LARGE[1], gridsim.registered()[VALUES_LARGE[1]].small_options)]
     cases = [(name, {}) for name in gridsim.registered()
              if values.reason_without_values(gridsim.make(name)[0]) is None]
     return cases + [(name, dict(height=13, width=13)) for name in VALUES_LARGE]
@@ -429,7 +429,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="2 seeds, 2 updates, 2 rounds, 64-level values batches")
     p.add_argument("--smoke", action="store_true",
                    help="seconds, for the tests: 1 seed, 1 update, 8 envs x 8 steps, 4-level batches, 1 round; "
-                        "DR and ACCEL only, values of cheese-in-corner and keys-and-chests only; compiled at "
+                        "DR and ACCEL only, values of a 6x6 keys-and-chests only; compiled at "
                         "XLA's lowest optimization level")
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args(argv)

@@ -14,17 +14,13 @@ the first, and the device. Writes ``benchmarks/results/discover_throughput-<plat
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from env_throughput import device_info  # noqa: E402
+from env_throughput import device_info, time_runs, write_results  # noqa: E402
 
 from experiments import discover  # noqa: E402
 
@@ -40,28 +36,18 @@ def main(argv=None) -> None:
     if args.smoke:
         args.episodes, args.repeats = 16, 2
     info = device_info()
-    seconds, table = [], None
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        table = discover.run(args.directory, args.episodes)
-        seconds.append(time.perf_counter() - started)
+    seconds, table, warm = time_runs(lambda: discover.run(args.directory, args.episodes), args.repeats)
     agents = table.num_rows
-    warm = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
     moves = int(sum(table.column("scored_steps").to_pylist()))
     result = {"directory": str(args.directory), "agents": agents, "episodes_per_agent": args.episodes,
               "first_s": seconds[0], "warm_median_s": warm, "agent_episodes_per_s": agents * args.episodes / warm,
               "scored_moves": moves, "device": info}
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out_dir / f"discover_throughput-{info['platform']}-{stamp}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    lines = [f"Device: {info['devices']} {info['cpu_model']}, jax {info['jax']}", "",
-             "| sweep | agents | episodes each | first run s (compiles) | warm s (median) | agent-episodes/s |",
-             "|---|---:|---:|---:|---:|---:|",
-             f"| {args.directory} | {agents} | {args.episodes} | {seconds[0]:.1f} | {warm:.1f} | "
-             f"{result['agent_episodes_per_s']:,.0f} |"]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    out = write_results(args.out_dir, "discover_throughput", result, [
+        f"Device: {info['devices']} {info['cpu_model']}, jax {info['jax']}", "",
+        "| sweep | agents | episodes each | first run s (compiles) | warm s (median) | agent-episodes/s |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| {args.directory} | {agents} | {args.episodes} | {seconds[0]:.1f} | {warm:.1f} | "
+        f"{result['agent_episodes_per_s']:,.0f} |"])
     print(discover.format_shares(table))
     print(f"wrote {out}.json and .md", file=sys.stderr)
 

@@ -302,6 +302,28 @@ def _git_state() -> dict[str, Any] | None:
         return None
 
 
+def time_runs(run, repeats: int) -> tuple[list[float], Any, float]:
+    """``run()`` ``repeats`` times: the seconds of each, the last result, and the median of the runs
+    after the first (which compiles), or the first's alone."""
+    seconds, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - started)
+    return seconds, result, statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+
+
+def write_results(out_dir: Path, name: str, result: dict, lines: list[str]) -> Path:
+    """``<out_dir>/<name>-<platform>-<time>.json`` (``result``) and ``.md`` (``lines``); prints the lines."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}-{result['device']['platform']}-{stamp}"
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
 def device_info() -> dict[str, Any]:
     device = jax.devices()[0]
     return {

@@ -16,17 +16,13 @@ searches levels for trained agents, so there is no side-by-side row. Writes
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from env_throughput import device_info  # noqa: E402
+from env_throughput import device_info, time_runs, write_results  # noqa: E402
 
 from experiments import search  # noqa: E402
 from gridsim.search import Config  # noqa: E402
@@ -45,29 +41,18 @@ def main(argv=None) -> None:
     if args.smoke:
         config, args.repeats = Config(population=4, generations=1, nearest_steps=1, branch=1), 2
     info = device_info()
-    seconds, table = [], None
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        table = search.run(args.directory, args.objective, config)
-        seconds.append(time.perf_counter() - started)
+    seconds, table, warm = time_runs(lambda: search.run(args.directory, args.objective, config), args.repeats)
     agents = table.num_rows
     episodes = 2 * config.budget + config.nearest_budget  # per agent: search, random levels, nearest chains
-    warm = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
     result = {"directory": str(args.directory), "objective": args.objective, "agents": agents,
               "config": config._asdict(), "episodes_per_agent": episodes, "first_s": seconds[0], "warm_median_s": warm,
               "levels_per_s": agents * episodes / warm, "device": info}
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out_dir / f"search_throughput-{info['platform']}-{stamp}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    lines = [f"Device: {info['devices']} {info['cpu_model']}, jax {info['jax']}", "",
-             "| sweep | objective | agents | episodes per agent | first run s (compiles) | warm s (median) "
-             "| levels/s |",
-             "|---|---|---:|---:|---:|---:|---:|",
-             f"| {args.directory} | {args.objective} | {agents} | {episodes} | {seconds[0]:.1f} | {warm:.1f} | "
-             f"{result['levels_per_s']:,.0f} |"]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    out = write_results(args.out_dir, "search_throughput", result, [
+        f"Device: {info['devices']} {info['cpu_model']}, jax {info['jax']}", "",
+        "| sweep | objective | agents | episodes per agent | first run s (compiles) | warm s (median) | levels/s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        f"| {args.directory} | {args.objective} | {agents} | {episodes} | {seconds[0]:.1f} | {warm:.1f} | "
+        f"{result['levels_per_s']:,.0f} |"])
     print(search.format_summary(table))
     print(f"wrote {out}.json and .md", file=sys.stderr)
 

@@ -146,7 +146,7 @@ def test_curriculum_cost_smoke(tmp_path):
         assert r["seeds"] == 1 and r["updates_per_call"] == 1 and r["seconds"]
         assert positive(r["steps_per_s"]) and positive(r["cost_vs_dr"]) and 0 <= r["trained_share"] <= 1
     assert training[0]["cost_vs_dr"] == 1
-    assert {r["env"] for r in results["values"]} == {"keys-and-chests 9x9"}
+    assert {r["env"] for r in results["values"]} == {"keys-and-chests 6x6"}
     for r in results["values"]:
         # a batch with no exact value would be values broken, not slow
         assert r["batch"] == 4 and positive(r["levels_per_s"]) and r["exact_share"] > 0 and r["model_states"] > 0
