@@ -117,6 +117,7 @@ def run(directory, objective: str = "regret", config: search.Config | None = Non
     if not store.point_files():
         raise StoreError(f"{directory} has no finished sweep points yet: nothing to search")
     regret = values.reason_without_values(env) is None
+    _check_memory(env, params, config, spec.seeds)
     keys = jax.random.split(jax.random.key(seed), spec.seeds)
     levels_seeds = jax.vmap(level_seed)(seed_keys(spec))
     rows, found = [], {}
@@ -161,6 +162,17 @@ def run(directory, objective: str = "regret", config: search.Config | None = Non
     atomic_write(_levels_path(store, name), lambda path: _save_levels(path, found))
     atomic_write(out, lambda path: pq.write_table(table, path))  # the last table stays whole till then
     return table
+
+
+def _check_memory(env, params, config: search.Config, agents: int) -> None:
+    """Refuse, before compiling, a search whose largest batch of episodes (the nearest-failure
+    chains' tries, every agent at once) cannot fit the device."""
+    from experiments import memory
+
+    test = params.test()
+    episodes = config.population * max(config.branch, 1)
+    needed = agents * memory.evaluation_bytes(env, test, episodes, int(np.asarray(test.max_steps_in_episode)), False)
+    memory.refuse_beyond_device(needed, "--population", f"{agents:,} agents x {episodes:,} levels at once")
 
 
 def _checked_overrides(env, params, overrides: dict) -> dict:

@@ -63,8 +63,9 @@ class Config(NamedTuple):
 
     @property
     def nearest_budget(self) -> int:
-        """Episodes the nearest-failure search plays per agent."""
-        return self.population * (1 + self.nearest_steps * self.branch)
+        """Episodes the nearest-failure search plays per agent (step 0 plays each training level
+        ``branch`` times, in the batch shape of the later steps)."""
+        return self.population * self.branch * (1 + self.nearest_steps)
 
     def validate(self, env: GridEnv) -> Config:
         for name in ("population", "generations", "max_edits", "nearest_steps", "branch"):
@@ -192,10 +193,9 @@ def search(env: GridEnv, params: EnvParams, train_params: EnvParams, policy: Pol
     levels come from ``params``, the agent's own from ``train_params``. ``discount`` (needed by the
     regret objective) gives each episode's regret; ``config`` and ``objective`` default to ``Config()``
     and regret."""
-    config = Config() if config is None else config
-    objective = Objective() if objective is None else objective
+    config = (Config() if config is None else config).validate(env)
+    objective = (Objective() if objective is None else objective).validate(env)
     population = config.population
-    names = config.edits
 
     def play(key, levels):
         result = evaluate(env, params, policy, key, levels.agent.shape[0], max_steps, discount=discount,
@@ -206,60 +206,59 @@ def search(env: GridEnv, params: EnvParams, train_params: EnvParams, policy: Pol
         return jax.vmap(env.sample, (0, None))(rng.split(key, count), source)
 
     def mutate(key, levels, counts):
-        return jax.vmap(edits.edit, (None, 0, 0, None, 0, None))(env, rng.split(key, counts.shape[0]), levels,
-                                                                  params, counts, names)
+        one = lambda k, level, count: edits.edit(env, k, level, params, count, config.edits)
+        return jax.vmap(one)(rng.split(key, counts.shape[0]), levels, counts)
 
-    k_start, k_first, k_gen, k_random, k_near = rng.split(key, 5)
+    k_start, k_rounds, k_near = rng.split(key, 3)
     if config.start == "test":
         levels = draw(k_start, params, population)
     elif config.start == "train":
         levels = draw(k_start, train_params, population)
     else:
-        half = population // 2
         k_test, k_train = rng.split(k_start)
-        levels = _concat(draw(k_test, params, half), draw(k_train, train_params, half))
-    judged = play(k_first, levels)
-    found = _found(levels, judged, 0, jnp.int32(0))
+        levels = _concat(draw(k_test, params, population // 2), draw(k_train, train_params, population // 2))
 
-    def generation(carry, inputs):
-        levels, judged, found = carry
+    # Round 0 plays the first population, later rounds its edited children; every round also plays as
+    # many random test levels. Both in one batch: one compiled episode loop serves the whole search.
+    def round_(carry, inputs):
+        levels, fitness, found, random = carry
         g, key = inputs
-        k_pick, k_count, k_edit, k_play = rng.split(key, 4)
+        k_pick, k_count, k_edit, k_draw, k_play = rng.split(key, 5)
         a, b = rng.randint(k_pick, (2, population), 0, population)
-        parent = jnp.where(judged.fitness[a] >= judged.fitness[b], a, b)
+        parent = jnp.where(fitness[a] >= fitness[b], a, b)
         children = mutate(k_edit, _take(levels, parent), rng.randint(k_count, (population,), 1, config.max_edits + 1))
-        played = play(k_play, children)
-        found = _better(found, _found(children, played, g * population, found.first))
+        children = jax.tree_util.tree_map(lambda first, child: jnp.where(g == 0, first, child), levels, children)
+        drawn = draw(k_draw, params, population)
+        played = play(k_play, _concat(children, drawn))
+        mine, theirs = _take(played, slice(0, population)), _take(played, slice(population, None))
+        found = _better(found, _found(children, mine, g * population, found.first))
+        random = _better(random, _found(drawn, theirs, g * population, random.first))
         # the fittest of children and parents survive; a child wins a tie, so the search drifts on a plateau
-        pool_levels, pool = _concat(children, levels), _concat(played, judged)
-        keep = jnp.argsort(-pool.fitness, stable=True)[:population]
-        return (_take(pool_levels, keep), _take(pool, keep), found), None
+        pool_levels, pool = _concat(children, levels), jnp.concatenate([mine.fitness, fitness])
+        keep = jnp.argsort(-pool, stable=True)[:population]
+        return (_take(pool_levels, keep), pool[keep], found, random), None
 
-    rounds = jnp.arange(1, config.generations + 1)
-    (_, _, found), _ = jax.lax.scan(generation, (levels, judged, found), (rounds, rng.split(k_gen, config.generations)))
-
-    def random_round(found, inputs):
-        g, key = inputs
-        k_draw, k_play = rng.split(key)
-        levels = draw(k_draw, params, population)
-        return _better(found, _found(levels, play(k_play, levels), g * population, found.first)), None
-
-    k_r0, k_rest = rng.split(k_random)
-    levels = draw(k_r0, params, population)
-    random = _found(levels, play(k_r0, levels), 0, jnp.int32(0))
-    random, _ = jax.lax.scan(random_round, random, (rounds, rng.split(k_rest, config.generations)))
+    nothing = _nothing(levels)
+    carry = (levels, jnp.full(population, -jnp.inf), nothing, nothing)
+    rounds = jnp.arange(config.generations + 1)
+    (_, _, found, random), _ = jax.lax.scan(round_, carry, (rounds, rng.split(k_rounds, config.generations + 1)))
     return Result(found, random, nearest_failure(play, mutate, draw, config, train_params, k_near))
+
+
+def _nothing(levels: Level) -> Found:
+    """A ``Found`` that any level beats (fitness -inf), before anything is played."""
+    zero = jnp.int32(0)
+    return Found(_take(levels, 0), jnp.float32(-jnp.inf), jnp.bool_(False), jnp.float32(jnp.nan), zero, zero, zero)
 
 
 def nearest_failure(play, mutate, draw, config: Config, train_params: EnvParams, key) -> Nearest:
     """Chains of single edits from the agent's training levels that it solves; at each step every
     chain tries ``config.branch`` edits, stops at the first that exposes the agent, else moves to the
-    fittest of them. Returns the shortest chain that ended in an exposure."""
+    fittest of them. Step 0 plays the training levels themselves (in the same batch shape, so one
+    compiled episode loop serves every step). Returns the shortest chain that ended in an exposure."""
     chains, branch = config.population, config.branch
-    k_draw, k_play, k_steps = rng.split(key, 3)
+    k_draw, k_steps = rng.split(key)
     starts = draw(k_draw, train_params, chains)
-    first = play(k_play, starts)
-    solved = first.solved & ~first.exposed
     never = jnp.int32(config.nearest_steps + 1)
 
     def step(carry, inputs):
@@ -267,27 +266,30 @@ def nearest_failure(play, mutate, draw, config: Config, train_params: EnvParams,
         d, key = inputs
         k_edit, k_play = rng.split(key)
         tries = jax.tree_util.tree_map(lambda x: jnp.repeat(x, branch, axis=0), levels)
-        tries = mutate(k_edit, tries, jnp.ones(chains * branch, jnp.int32))
-        judged = jax.tree_util.tree_map(lambda x: x.reshape((chains, branch) + x.shape[1:]), play(k_play, tries))
-        tries = jax.tree_util.tree_map(lambda x: x.reshape((chains, branch) + x.shape[1:]), tries)
-        exposing = jnp.argmax(judged.exposed, axis=1)
-        now = judged.exposed.any(axis=1) & (distance == never)
-        fittest = jnp.argmax(judged.fitness, axis=1)
+        edited = mutate(k_edit, tries, jnp.ones(chains * branch, jnp.int32))
+        tries = jax.tree_util.tree_map(lambda old, new: jnp.where(d == 0, old, new), tries, edited)
+        by_chain = lambda tree: jax.tree_util.tree_map(lambda x: x.reshape((chains, branch) + x.shape[1:]), tree)
+        judged, tries = by_chain(play(k_play, tries)), by_chain(tries)
+        # step 0: a chain starts only from a training level the agent solves (its first try is the level)
+        distance = jnp.where(d == 0, jnp.where(judged.solved[:, 0] & ~judged.exposed[:, 0], never, never + 1),
+                             distance)
+        now = (d > 0) & judged.exposed.any(axis=1) & (distance == never)
         pick = lambda which: jax.tree_util.tree_map(lambda x: x[jnp.arange(chains), which], tries)
-        failing = jax.tree_util.tree_map(lambda f, e: jnp.where(_rows(now, f), e, f), failing, pick(exposing))
+        failing = jax.tree_util.tree_map(lambda f, e: jnp.where(_rows(now, f), e, f), failing,
+                                         pick(jnp.argmax(judged.exposed, axis=1)))
         distance = jnp.where(now, d, distance)
-        stopped = distance < never
-        levels = jax.tree_util.tree_map(lambda old, new: jnp.where(_rows(stopped, old), old, new), levels,
-                                        pick(fittest))
+        levels = jax.tree_util.tree_map(lambda old, new: jnp.where(_rows((d == 0) | (distance < never), old), old,
+                                                                   new), levels,
+                                        pick(jnp.argmax(judged.fitness, axis=1)))
         return (levels, distance, failing), None
 
-    distance = jnp.where(solved, never, never + 1)  # an unsolved start never counts
-    steps = jnp.arange(1, config.nearest_steps + 1, dtype=jnp.int32)
-    (_, distance, failing), _ = jax.lax.scan(step, (starts, distance, starts),
-                                             (steps, rng.split(k_steps, config.nearest_steps)))
+    steps = jnp.arange(config.nearest_steps + 1, dtype=jnp.int32)
+    carry = (starts, jnp.full(chains, never + 1), starts)
+    (_, distance, failing), _ = jax.lax.scan(step, carry, (steps, rng.split(k_steps, config.nearest_steps + 1)))
     best = jnp.argmin(distance)
     found = distance[best] < never
-    return Nearest(jnp.where(found, distance[best], -1), _take(starts, best), _take(failing, best), solved.sum())
+    return Nearest(jnp.where(found, distance[best], -1), _take(starts, best), _take(failing, best),
+                   (distance <= never).sum())
 
 
 def _rows(mask, like):

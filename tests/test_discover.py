@@ -176,3 +176,29 @@ def test_cli_discover_writes_a_row_per_agent_draws_one_and_refuses_bad_input(fin
         assert main(["discover", str(run), *bad]) == 2
         assert message in capsys.readouterr().err
     assert (run / "_derived" / "discover.parquet").read_bytes() == written  # refused before anything was touched
+
+
+def test_the_summary_shows_each_verdicts_gain_and_flags_weak_ones():
+    """A verdict that beats a random walk by little, or on whose target few episodes end, is flagged
+    (the thresholds are ``WEAK_GAIN`` and ``WEAK_ENDS``); a strong one is not."""
+    import pyarrow as pa
+
+    from experiments.discover import format_shares
+    from gridsim.discover import WEAK_ENDS, WEAK_GAIN
+
+    row = dict(point=0, seed=0, alpha=0.0, best="goal:door", runner_up="start", gain_over_random=0.15,
+               margin_over_runner_up=0.1, margin_over_runner_up_low=0.0, margin_over_true=0.1,
+               margin_over_true_low=0.0, margin_over_true_high=0.2, ends_at_best=0.33, ends_at_true=0.1,
+               scored_steps=100)
+    weak = [dict(row, seed=s) for s in range(3)]
+    strong = [dict(row, point=1, alpha=0.5, seed=s, best="edge:right", gain_over_random=1.2, ends_at_best=0.9)
+              for s in range(2)]
+    text = format_shares(pa.Table.from_pylist(weak + strong))
+    door = next(line for line in text.splitlines() if "goal:door" in line)
+    edge = next(line for line in text.splitlines() if "edge:right" in line)
+    assert "0.15 nats/step" in door and "WEAK for 3 of 3" in door
+    assert "1.20 nats/step" in edge and "WEAK" not in edge
+    assert f"under {WEAK_GAIN} nats a step" in text and f"{WEAK_ENDS:.0%}" in text
+    # strong on the gain alone is not enough: most episodes must also end there
+    few = format_shares(pa.Table.from_pylist([dict(r, ends_at_best=0.2) for r in strong]))
+    assert "WEAK for 2 of 2" in few
