@@ -78,6 +78,9 @@ def model(env: GridEnv, params: EnvParams, level: Level) -> Model:
     bits = (np.arange(masks)[:, None] >> np.arange(len(slots))[None, :]) & 1  # [M, C]
     weights = 1 << np.arange(len(slots))
     kept = np.setdiff1d(np.arange(len(env.slot_kinds)), slots)
+    # what every move is compared with, hidden from XLA's constant folding: fixed walls compared with
+    # themselves for every state of a large batch of levels took seconds to fold, and an XLA error line
+    reference = jax.lax.optimization_barrier(level)
     start_mask = jnp.sum(level.obj_alive[slots] * weights) if len(slots) else jnp.int32(0)
     carried = jnp.full(masks, -1, jnp.int32).at[start_mask].set(level.inventory)  # -1: no way in found
     template = env.start(level)
@@ -98,10 +101,10 @@ def model(env: GridEnv, params: EnvParams, level: Level) -> Model:
             new = after.level
             new_mask = jnp.sum(new.obj_alive[:, slots] * weights, axis=-1) if len(slots) else jnp.zeros_like(
                 new.inventory)
-            same = (jnp.all(new.walls == level.walls, axis=(-2, -1))
-                    & jnp.all(new.obj_pos == level.obj_pos, axis=(-2, -1))
-                    & jnp.all(new.obj_alive[:, kept] == level.obj_alive[kept], axis=-1)
-                    & jnp.all(new.memory == level.memory, axis=-1))
+            same = (jnp.all(new.walls == reference.walls, axis=(-2, -1))
+                    & jnp.all(new.obj_pos == reference.obj_pos, axis=(-2, -1))
+                    & jnp.all(new.obj_alive[:, kept] == reference.obj_alive[kept], axis=-1)
+                    & jnp.all(new.memory == reference.memory, axis=-1))
             # a consumed slot stays consumed: the model's masks only shrink
             if len(slots):
                 same = same & jnp.all(~new.obj_alive[:, slots] | alive[:, slots], axis=-1)

@@ -253,6 +253,11 @@ def test_a_recurrent_policy_on_the_cnn_encoder_trains_without_diverging():
     assert losses.shape[0] == config.num_updates and np.isfinite(losses).all()
 
 
+# the two `gridsim train` tests share one runner's compiled programs (same settings, shifts traced): one worker
+cli_train = pytest.mark.xdist_group("cli-train")
+
+
+@cli_train
 def test_cli_train_prints_a_summary_and_rejects_bad_input(capsys):
     from experiments.cli import main
 
@@ -270,6 +275,7 @@ def test_cli_train_prints_a_summary_and_rejects_bad_input(capsys):
     assert "less than one update" in capsys.readouterr().err
 
 
+@cli_train
 def test_cli_train_trains_the_agents_of_the_one_point_sweep_with_its_settings(tmp_path):
     """``gridsim train --seed 0`` and a sweep file with ``seed = 0`` and the same settings train the
     same agents, weight for weight (one code path: keys, level sets and programs alike)."""

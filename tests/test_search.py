@@ -17,6 +17,8 @@ from experiments.cli import main
 from gridsim import OUTCOME_TRUE, Policy, oracles, search, testing
 from gridsim.core import MOVES
 
+# the tests that read the searches below share them (computed once per worker): one worker runs them all
+shared = pytest.mark.xdist_group("search")
 CONFIG = search.Config(population=8, generations=6, nearest_steps=4, branch=2, start="train")
 FAMILY = (5, 5)  # the hand-built policy below fails exactly when the cheese lies on this cell
 
@@ -66,6 +68,7 @@ def _regret_searches():
     return jax.device_get(both(jnp.array([False, True]), jax.random.key(3)))
 
 
+@shared
 def test_the_true_goals_oracle_exposes_no_level_and_has_no_regret_to_find():
     """Cheese-in-corner pays 1 for the cheese alone, so the cheese's oracle plays an optimal policy:
     its regret is zero on every level, and a search that claims more is broken."""
@@ -77,6 +80,7 @@ def test_the_true_goals_oracle_exposes_no_level_and_has_no_regret_to_find():
     assert result.nearest.distance == -1 and result.nearest.solved == CONFIG.population
 
 
+@shared
 def test_a_proxys_oracle_is_exposed_from_training_levels_within_a_small_budget():
     """On training levels (alpha 0) the cheese lies in the corner, so none separates the goals: the
     search has to edit its way to one that does, and within 56 episodes it does."""
@@ -89,6 +93,7 @@ def test_a_proxys_oracle_is_exposed_from_training_levels_within_a_small_budget()
     assert result.nearest.distance >= 1  # no training level separates the goals: at least one edit
 
 
+@shared
 def test_a_policy_that_fails_one_family_of_levels_is_exposed_on_that_family():
     """Training levels hold the cheese in the corner, never on the family's cell: the search's
     worst level and its nearest failure both have the cheese there, and the solved level before it not."""
@@ -102,6 +107,7 @@ def test_a_policy_that_fails_one_family_of_levels_is_exposed_on_that_family():
     assert tuple(result.nearest.start.obj_pos[cheese_slot]) != FAMILY
 
 
+@shared
 def test_every_level_the_search_returns_keeps_the_environments_invariants():
     env, test, _ = cheese()
     found = [searched(policy).search.level for policy in ("family", "corner")]
@@ -110,6 +116,7 @@ def test_every_level_the_search_returns_keeps_the_environments_invariants():
     testing.check_levels(env, test, levels, "levels a search returned")
 
 
+@shared
 def test_a_broken_level_fails_the_level_check():
     """The check the test above relies on catches a level that breaks an invariant."""
     env, test, _ = cheese()
