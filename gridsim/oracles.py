@@ -154,14 +154,15 @@ def outcomes(env: GridEnv, params: EnvParams, level: Level) -> jax.Array:
         actions, reachable = jax.vmap(plan, (None, 0, None, 0))(env, states.level, params, jnp.arange(goals))
         over = over | ~reachable
         moved, _, terminated, truncated, _ = jax.vmap(env.transition, (0, 0, None))(states, actions, params)
-        states = jax.tree_util.tree_map(lambda old, new: _where(over, old, new), states, moved)
+        states = jax.tree_util.tree_map(lambda old, new: where_rows(over, old, new), states, moved)
         return states, over | terminated | truncated | decided(moved)
 
     states, _ = jax.lax.while_loop(lambda c: ~jnp.all(c[1]), body, (states, decided(states)))
     return jax.vmap(outcome_of)(states.first_reached)
 
 
-def _where(mask, old, new):
+def where_rows(mask, old, new):
+    """``old`` where ``mask`` (one flag per leading row), else ``new``; the other axes broadcast."""
     return jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - mask.ndim)), old, new)
 
 

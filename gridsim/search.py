@@ -167,13 +167,14 @@ def _concat(a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y]), a, b)
 
 
-def _found(levels: Level, judged: Judged, played_before, first) -> Found:
-    """A ``Found`` for a batch of episodes played after ``played_before`` others."""
+def _found(levels: Level, judged: Judged, played_before) -> Found:
+    """A ``Found`` for a batch of episodes played after ``played_before`` others (``first`` 0 when
+    none of them exposed the agent; ``_better`` keeps the earliest)."""
     best = jnp.argmax(judged.fitness)
     index = jnp.arange(judged.exposed.shape[0]) + played_before + 1
-    here = jnp.min(jnp.where(judged.exposed, index, jnp.iinfo(jnp.int32).max))
+    first = jnp.where(judged.exposed.any(), jnp.min(jnp.where(judged.exposed, index, index[-1])), 0)
     return Found(_take(levels, best), judged.fitness[best], judged.exposed[best], judged.regret[best],
-                 judged.outcome[best], jnp.where(here < jnp.iinfo(jnp.int32).max, here, first).astype(jnp.int32),
+                 judged.outcome[best], first.astype(jnp.int32),
                  judged.exposed.sum().astype(jnp.int32))
 
 
@@ -231,8 +232,8 @@ def search(env: GridEnv, params: EnvParams, train_params: EnvParams, policy: Pol
         drawn = draw(k_draw, params, population)
         played = play(k_play, _concat(children, drawn))
         mine, theirs = _take(played, slice(0, population)), _take(played, slice(population, None))
-        found = _better(found, _found(children, mine, g * population, found.first))
-        random = _better(random, _found(drawn, theirs, g * population, random.first))
+        found = _better(found, _found(children, mine, g * population))
+        random = _better(random, _found(drawn, theirs, g * population))
         # the fittest of children and parents survive; a child wins a tie, so the search drifts on a plateau
         pool_levels, pool = _concat(children, levels), jnp.concatenate([mine.fitness, fitness])
         keep = jnp.argsort(-pool, stable=True)[:population]
@@ -275,11 +276,11 @@ def nearest_failure(play, mutate, draw, config: Config, train_params: EnvParams,
                              distance)
         now = (d > 0) & judged.exposed.any(axis=1) & (distance == never)
         pick = lambda which: jax.tree_util.tree_map(lambda x: x[jnp.arange(chains), which], tries)
-        failing = jax.tree_util.tree_map(lambda f, e: jnp.where(_rows(now, f), e, f), failing,
+        failing = jax.tree_util.tree_map(lambda f, e: oracles.where_rows(now, e, f), failing,
                                          pick(jnp.argmax(judged.exposed, axis=1)))
         distance = jnp.where(now, d, distance)
-        levels = jax.tree_util.tree_map(lambda old, new: jnp.where(_rows((d == 0) | (distance < never), old), old,
-                                                                   new), levels,
+        stays = (d == 0) | (distance < never)
+        levels = jax.tree_util.tree_map(lambda old, new: oracles.where_rows(stays, old, new), levels,
                                         pick(jnp.argmax(judged.fitness, axis=1)))
         return (levels, distance, failing), None
 
@@ -291,6 +292,3 @@ def nearest_failure(play, mutate, draw, config: Config, train_params: EnvParams,
     return Nearest(jnp.where(found, distance[best], -1), _take(starts, best), _take(failing, best),
                    (distance <= never).sum())
 
-
-def _rows(mask, like):
-    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
