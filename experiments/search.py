@@ -48,16 +48,20 @@ def objective_of(env, name: str) -> search.Objective:
             raise ValueError(f"--objective {name}: {env.name} has no proxy {proxy!r} "
                              f"(its proxies: {', '.join(env.proxies) or 'none'})")
         return search.Objective("proxy", env.proxies.index(proxy))
-    if name == DISCOVERED:
-        return search.Objective("target", target=_candidate_target)
+    if name == DISCOVERED:  # its target, each agent's candidate, is built per sweep (``_compiled``)
+        return search.Objective("target")
     raise ValueError(f"--objective is regret, proxy:NAME or {DISCOVERED}, got {name!r}")
 
 
-def _candidate_target(level, params, data):
-    """The cells of candidate ``index`` on ``level`` (``data``: the env, candidates and index)."""
-    env, cands, index, geometry = data
-    return (discover.candidate_costs(env, cands._replace(geometry=geometry), level, level, params)[index] == 0
-            ).reshape(env.height, env.width)
+def _candidate_target(env, cands: discover.Candidates) -> search.TargetFn:
+    """The cells of one of ``cands`` on a level; ``data`` is ``(index, geometry)``: which candidate
+    (per agent), and the candidates' regions (per sweep point: they hold its training region)."""
+    def target(level, params, data):
+        index, geometry = data
+        costs = discover.candidate_costs(env, cands._replace(geometry=geometry), level, level, params)
+        return (costs[index] == 0).reshape(env.height, env.width)
+
+    return target
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,14 +69,12 @@ def _compiled(trainer, config: search.Config, objective: search.Objective, max_s
               cands: discover.Candidates | None):
     """``(networks, test, train, keys, index, geometry) -> Result``, vmapped over agents."""
     env = trainer.env
-    target = objective
     if cands is not None:  # the candidates' shapes are static, their regions (the training region) an argument
-        target = objective._replace(target=lambda level, params, data: _candidate_target(
-            level, params, (env, cands, data[0], data[1])))
+        objective = objective._replace(target=_candidate_target(env, cands))
 
     def one_agent(network, test, train, key, index, geometry):
         return search.search(env, test, train, trainer.policy(network, greedy=True), key, max_steps, config,
-                             target, discount=trainer.config.gamma if regret else None,
+                             objective, discount=trainer.config.gamma if regret else None,
                              target_data=(index, geometry))
 
     return jax.jit(jax.vmap(one_agent, (0, None, 0, 0, 0, None)))
@@ -139,8 +141,7 @@ def run(directory, objective: str = "regret", config: search.Config | None = Non
             cands, names, gains, weak = None, [objective] * spec.seeds, [np.nan] * spec.seeds, [False] * spec.seeds
             index, geometry = np.zeros(spec.seeds, np.int32), np.zeros((1, env.height, env.width), bool)
         max_steps = int(np.asarray(train.max_steps_in_episode))
-        program = _compiled(runner.trainer, config, chosen if cands is None else search.Objective("target"),
-                            max_steps, regret, cands)
+        program = _compiled(runner.trainer, config, chosen, max_steps, regret, cands)
         result = jax.device_get(program(store.load_agents(point), test, starts, keys, jnp.asarray(np.maximum(index, 0)),
                                         jnp.asarray(geometry)))
         has_target = index >= 0
@@ -165,12 +166,12 @@ def run(directory, objective: str = "regret", config: search.Config | None = Non
 
 
 def _check_memory(env, params, config: search.Config, agents: int) -> None:
-    """Refuse, before compiling, a search whose largest batch of episodes (the nearest-failure
-    chains' tries, every agent at once) cannot fit the device."""
+    """Refuse, before compiling, a search whose largest batch of episodes (a round's children and
+    random levels, or the nearest-failure chains' tries; every agent at once) cannot fit the device."""
     from experiments import memory
 
     test = params.test()
-    episodes = config.population * max(config.branch, 1)
+    episodes = config.population * max(2, config.branch)
     needed = agents * memory.evaluation_bytes(env, test, episodes, int(np.asarray(test.max_steps_in_episode)), False)
     memory.refuse_beyond_device(needed, "--population", f"{agents:,} agents x {episodes:,} levels at once")
 
@@ -187,8 +188,7 @@ def _checked_overrides(env, params, overrides: dict) -> dict:
 
 
 def _found_columns(env, which: str, found: search.Found, usable: bool) -> dict:
-    exposed = usable and bool(found.exposed)
-    return {f"{which}_exposed": exposed if usable else None,
+    return {f"{which}_exposed": bool(found.exposed) if usable else None,
             f"{which}_worst": float(found.fitness) if usable else None,
             f"{which}_regret": float(found.regret) if usable and np.isfinite(found.regret) else None,
             f"{which}_outcome": env.outcome_names[int(found.outcome)] if usable else None,
@@ -369,6 +369,7 @@ def levels_figure(directory, point: int, frame, count: int = 3, name: str = RESU
     seeds = shown_agents(frame, point, count)
     columns = (("search", "worst found by search"), ("nearest_start", "solved training level"),
                ("nearest", "nearest failure"))
+    found = {which: load_levels(directory, point, which, name) for which, _ in columns}
     fig, axes = _pyplot().subplots(max(len(seeds), 1), 3, figsize=(7.5, 2.6 * max(len(seeds), 1)), squeeze=False)
     for row, seed in enumerate(seeds):
         agent = load_agent(directory, point, seed)
@@ -381,7 +382,7 @@ def levels_figure(directory, point: int, frame, count: int = 3, name: str = RESU
                 ax.set_title(f"{title}: none found", fontsize=7)
                 ax.axis("off")
                 continue
-            level = jax.tree_util.tree_map(lambda x, s=seed: x[s], load_levels(directory, point, which, name))
+            level = jax.tree_util.tree_map(lambda x, s=seed: x[s], found[which])
             edits = f", {int(info.nearest_edits)} edit(s)" if which == "nearest" else ""
             draw_level(ax, agent, level, proxy, f"seed {seed}: {title}{edits}")
         axes[row, 0].legend(fontsize=6, loc="lower left")
