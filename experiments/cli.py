@@ -240,7 +240,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def cmd_search(args) -> int:
     from experiments import search as level_search
-    from experiments.plots import _pyplot
+    from experiments.plots import save_figure
     from experiments.store import Store
     from gridsim.search import Config
 
@@ -254,10 +254,7 @@ def cmd_search(args) -> int:
     figures.mkdir(parents=True, exist_ok=True)
 
     def save(fig, stem):
-        path = figures / f"{stem}.png"
-        fig.savefig(path, dpi=130, bbox_inches="tight")
-        _pyplot().close(fig)
-        print(f"wrote {path}")
+        print(f"wrote {save_figure(fig, figures, stem)[0]}")  # and an SVG beside it, as gridsim plot's
 
     level_search.figures(args.directory, save)
     return 0

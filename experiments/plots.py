@@ -241,14 +241,16 @@ def compare(directories, out_dir, all_seeds: bool = False) -> list[Path]:
             raise ValueError(f"the sweeps compared differ in {what}: their rates and regrets are not comparable")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig = comparison_figure(sweeps, all_seeds)
-    written = []
-    for suffix in (".png", ".svg"):
-        path = out_dir / f"comparison{suffix}"
+    return save_figure(comparison_figure(sweeps, all_seeds), out_dir, "comparison")
+
+
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
+    """``fig`` as ``<out_dir>/<stem>.png`` and ``.svg``, then closed; the paths written."""
+    paths = [Path(out_dir) / f"{stem}{suffix}" for suffix in (".png", ".svg")]
+    for path in paths:
         fig.savefig(path, dpi=130, bbox_inches="tight")
-        written.append(path)
     _pyplot().close(fig)
-    return written
+    return paths
 
 
 def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
@@ -262,11 +264,7 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
     written = []
 
     def save(fig, stem):
-        for suffix in (".png", ".svg"):
-            path = out_dir / f"{stem}{suffix}"
-            fig.savefig(path, dpi=130, bbox_inches="tight")
-            written.append(path)
-        _pyplot().close(fig)
+        written.extend(save_figure(fig, out_dir, stem))
 
     save(misgeneralization_figure(sweep), "misgeneralization")
     save(outcomes_figure(sweep), "outcomes")
