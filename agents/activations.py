@@ -109,6 +109,8 @@ def apply(module: nn.Module, variables, hidden, obs, reset, steer: dict[str, jax
     """``module.apply(variables, hidden, obs, reset)`` (a batch), with ``steer`` (``{layer: vector}``,
     the vector flattened like the layer) added to those layers' outputs; with ``capture``, also
     ``{layer: [batch, features]}`` of every layer (``OBS`` first)."""
+    if steer and OBS in steer:
+        raise ValueError(f"{OBS!r} is the observation, not a layer of the network: it cannot be steered")
     context = nn.intercept_methods(_steering_interceptor(steer, _ours(module))) if steer else contextlib.nullcontext()
     with context:
         if not capture:
@@ -137,6 +139,7 @@ class Capture(NamedTuple):
     level: object  # the level each step started from (``Level`` with ``[max_steps, episodes]`` leaves)
     active: jax.Array  # bool[max_steps, episodes]: the step belongs to its episode's first episode
     action: jax.Array  # the move taken
+    logits: jax.Array  # [max_steps, episodes, actions]: the policy's output there
     layers: dict  # {layer: [max_steps, episodes, features]}
 
 
@@ -151,12 +154,13 @@ def capture(trainer, network, params, key, episodes: int, max_steps: int, levels
 
     def step(hidden, inputs):
         obs_t, first = inputs
-        (hidden, _, _), layers = apply(trainer.network, network, hidden, obs_t, jnp.full(episodes, first), capture=True)
-        return hidden, layers
+        (hidden, logits, _), layers = apply(trainer.network, network, hidden, obs_t, jnp.full(episodes, first),
+                                            capture=True)
+        return hidden, (logits, layers)
 
     firsts = jnp.arange(max_steps) == 0  # evaluation plays one episode per environment: only step 0 starts one
-    _, layers = jax.lax.scan(step, trainer.initial_hidden(episodes), (obs, firsts))
-    return Capture(evaluation, trace.state.level, trace.first_episode, trace.action, layers)
+    _, (logits, layers) = jax.lax.scan(step, trainer.initial_hidden(episodes), (obs, firsts))
+    return Capture(evaluation, trace.state.level, trace.first_episode, trace.action, logits, layers)
 
 
 def steered_policy(trainer, network, steer: dict[str, jax.Array], greedy: bool = True) -> Policy:
@@ -167,3 +171,34 @@ def steered_policy(trainer, network, steer: dict[str, jax.Array], greedy: bool =
         return action[0], hidden[0]
 
     return Policy(act=act, carry=jnp.zeros(trainer.hidden_size, jnp.float32))
+
+
+class GoalVector(NamedTuple):
+    """A steering vector from training levels: the mean activation of a layer on levels where the true
+    goal and its proxies come apart minus that on levels where they coincide."""
+
+    vector: jax.Array  # [features], flattened like the layer
+    apart: jax.Array  # steps averaged on each side: levels the oracles label distinguishing
+    together: jax.Array  # levels where every goal's oracle reaches the true goal first
+
+
+def goal_vector(trainer, network, params, key, layer: str, episodes: int, max_steps: int,
+                chunk: int = 256) -> GoalVector:
+    """The ``layer``'s goal vector over ``episodes`` levels drawn from ``params`` (the agent's training
+    levels; ``episodes`` rounds down to a multiple of ``chunk``), played ``chunk`` at a time so memory
+    holds one chunk's capture. NaN where either side has no step. Pure and jittable."""
+    from gridsim.core import OUTCOME_TRUE
+
+    def one_chunk(key):
+        captured = capture(trainer, network, params, key, chunk, max_steps)
+        x = captured.layers[layer]
+        together = jnp.all(captured.evaluation.oracle_outcome == OUTCOME_TRUE, axis=-1)
+        sides = jnp.stack([captured.evaluation.distinguishing, together])  # [2, chunk]
+        steps = (captured.active[None] & sides[:, None]).astype(jnp.float32)  # [2, steps, chunk]
+        return jnp.einsum("stc,tcf->sf", steps, x), jnp.sum(steps, axis=(1, 2))
+
+    sums, counts = jax.lax.map(one_chunk, jax.random.split(key, max(1, episodes // chunk)))
+    sums, counts = jnp.sum(sums, axis=0), jnp.sum(counts, axis=0)
+    means = sums / jnp.maximum(counts, 1)[:, None]
+    vector = jnp.where(jnp.all(counts > 0), means[0] - means[1], jnp.nan)
+    return GoalVector(vector, counts[0], counts[1])

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from agents import activations
 from gridsim import oracles
-from gridsim.core import GridEnv
+from gridsim.core import OUTCOME_TRUE, GridEnv
 
 RIDGE = 1.0  # the penalty per fitted row, on standardized activations (weaker ones let tiny rooms' probes memorize)
 
@@ -61,6 +61,13 @@ def targets(env: GridEnv, params, level, evaluation) -> jax.Array:
                                oracles.separated(env, evaluation.oracle_outcome).astype(jnp.int32)], axis=1)
     episode = jnp.broadcast_to(episode, steps.shape[:1] + episode.shape)
     return jnp.concatenate([steps, episode], axis=-1).astype(jnp.int32)
+
+
+def coinciding(evaluation) -> jax.Array:
+    """``bool[episodes]``: levels where every goal's oracle reaches the true goal first, so that no
+    behaviour on them can tell which goal an agent pursues (stricter than not distinguishing: the
+    oracles call a level distinguishing only when every goal is reached first by its own pursuer)."""
+    return jnp.all(evaluation.oracle_outcome == OUTCOME_TRUE, axis=-1)
 
 
 def control_labels(key, obs: jax.Array, labels: jax.Array, fit: jax.Array, classes: tuple[int, ...]) -> jax.Array:
@@ -154,23 +161,22 @@ def score(x_fit, labels_fit, control_fit, fit_valid, x_test, labels_test, contro
                   correct(jnp.broadcast_to(majority, labels_test.shape), labels_test))
 
 
-def probe_agent(trainer, network, params, key, episodes: int, max_steps: int, rows: int, ridge: float = RIDGE,
-                training_only: bool = False) -> tuple[Scores, jax.Array]:
-    """Capture ``episodes`` on ``params``' levels and probe every layer for every target: ``(Scores
-    [layers, targets], fitted rows)``, layers in ``activations.ordered`` order. ``rows`` (static) steps
-    are drawn from each half of the episodes. With ``training_only`` the levels the oracles label
-    distinguishing are left out (a warning before deployment may not look at them). vmap over ``network``."""
-    k_play, k_fit, k_test, k_control = jax.random.split(key, 4)
-    captured = activations.capture(trainer, network, params, k_play, episodes, max_steps)
-    classes = tuple(target_classes(trainer.env).values())
-    labels = targets(trainer.env, params, captured.level, captured.evaluation).reshape(-1, len(classes))
+def probe_capture(env: GridEnv, params, captured: activations.Capture, key, rows: int, usable: jax.Array,
+                  ridge: float = RIDGE) -> tuple[Scores, jax.Array]:
+    """Probe every layer of ``captured`` for every target: ``(Scores [layers, targets], fitted rows)``,
+    layers in ``activations.ordered`` order. ``rows`` (static) steps are drawn from each half of the
+    episodes, among those of the ``usable`` episodes (``bool[episodes]``)."""
+    k_fit, k_test, k_control = jax.random.split(key, 3)
+    classes = tuple(target_classes(env).values())
+    labels = targets(env, params, captured.level, captured.evaluation).reshape(-1, len(classes))
+    episodes = usable.shape[0]
     half = (jnp.arange(episodes) < episodes // 2)[None, :]
-    usable = captured.active & ~(training_only & captured.evaluation.distinguishing[None, :])
+    usable = captured.active & usable[None, :]
     fit_rows, fit_valid = sample_rows(k_fit, (usable & half).reshape(-1), rows)
     test_rows, test_valid = sample_rows(k_test, (usable & ~half).reshape(-1), rows)
     obs = captured.layers[activations.OBS].reshape(-1, captured.layers[activations.OBS].shape[-1])
-    control = control_labels(k_control, obs, labels, jnp.zeros(labels.shape[0], bool).at[fit_rows].set(fit_valid),
-                             classes)
+    fitted = jnp.zeros(labels.shape[0], bool).at[fit_rows].set(fit_valid)
+    control = control_labels(k_control, obs, labels, fitted, classes)
 
     def one_layer(name):
         x = captured.layers[name].reshape(-1, captured.layers[name].shape[-1])
@@ -179,3 +185,14 @@ def probe_agent(trainer, network, params, key, episodes: int, max_steps: int, ro
 
     per_layer = [one_layer(name) for name in activations.ordered(captured.layers)]
     return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *per_layer), jnp.sum(fit_valid)
+
+
+def probe_agent(trainer, network, params, key, episodes: int, max_steps: int, rows: int, ridge: float = RIDGE,
+                training_only: bool = False) -> tuple[Scores, jax.Array]:
+    """Capture ``episodes`` on ``params``' levels and probe them (``probe_capture``). With
+    ``training_only`` the levels the oracles label distinguishing are left out (a warning before
+    deployment may not look at them). vmap over ``network``."""
+    k_play, k_probe = jax.random.split(key)
+    captured = activations.capture(trainer, network, params, k_play, episodes, max_steps)
+    usable = ~captured.evaluation.distinguishing if training_only else jnp.ones(episodes, bool)
+    return probe_capture(trainer.env, params, captured, k_probe, rows, usable, ridge)

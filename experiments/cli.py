@@ -260,6 +260,54 @@ def cmd_search(args) -> int:
     return 0
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scales are comma-separated numbers, got {text!r}") from None
+
+
+def _figures_writer(store, out):
+    """``save(fig, stem)`` into the figures folder (refused now, not after the work), printing each path."""
+    from experiments.plots import save_figure
+
+    figures = store.figures(out)
+
+    def save(fig, stem):
+        figures.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {save_figure(fig, figures, stem)[0]}")  # and an SVG beside it, as gridsim plot's
+
+    return save
+
+
+def cmd_probe(args) -> int:
+    from experiments import probe
+    from experiments.store import Store
+
+    store = Store(args.directory)
+    save = _figures_writer(store, args.figures)
+    table, warning = probe.run(args.directory, args.episodes, args.rows, args.ridge, args.levels, args.seed)
+    print(probe.format_summary(probe.sweep_env(args.directory), table, warning))
+    print(f"wrote {store.derived_path(probe.RESULTS)}")
+    if warning is not None:
+        print(f"wrote {store.derived_path(probe.WARNING)}")
+    probe.figures(args.directory, save)
+    return 0
+
+
+def cmd_steer(args) -> int:
+    from experiments import steer
+    from experiments.store import Store
+
+    store = Store(args.directory)
+    save = _figures_writer(store, args.figures)
+    table = steer.run(args.directory, args.layer, args.scales, args.vector_episodes, args.episodes, args.seed)
+    print(steer.format_summary(table))
+    print(f"wrote {store.derived_path(steer.RESULTS)}")
+    steer.figures(args.directory, save)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsim", description=__doc__)
     parser.add_argument("--no-compile-cache", action="store_true",
@@ -384,6 +432,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a param of the levels the search starts from and edits, e.g. -o watched=1 "
                              "(repeatable; the random test levels keep the sweep's)")
     search.set_defaults(run=cmd_search)
+
+    probe = sub.add_parser("probe", help="linear probes on every layer of every agent of a sweep, and a warning "
+                                          "before deployment: which agents will misgeneralize, from training levels")
+    probe.add_argument("directory")
+    probe.add_argument("--episodes", type=int, default=512,
+                       help="episodes captured per agent (default 512): the probes fit on half, score the other half")
+    probe.add_argument("--rows", type=int, default=1024, help="steps drawn from each half per agent (default 1024)")
+    probe.add_argument("--ridge", type=float, default=1.0,
+                       help="the ridge penalty per fitted step, on standardized activations (default 1)")
+    probe.add_argument("--levels", choices=("train", "test"), default="train",
+                       help="each agent's own training levels (default; the warning needs them) or test levels")
+    probe.add_argument("--seed", type=_seed, default=0)
+    probe.add_argument("--figures", help="where to write the figures (default: <directory>/_figures)")
+    probe.set_defaults(run=cmd_probe)
+
+    steer = sub.add_parser("steer", help="add a goal vector from each agent's training levels at one layer and see "
+                                          "where it sends the agent on distinguishing test levels")
+    steer.add_argument("directory")
+    steer.add_argument("--layer", help="the layer to steer (default actor1, the policy's first layer)")
+    steer.add_argument("--scales", type=_scales, default=(1.0, 4.0, 16.0, 64.0),
+                       help="comma-separated multiples of the vector (default 1,4,16,64; 0 is always added)")
+    steer.add_argument("--vector-episodes", type=int, default=4096,
+                       help="training episodes averaged per agent for its vector (default 4096)")
+    steer.add_argument("--episodes", type=int, default=256, help="test episodes per agent and scale (default 256)")
+    steer.add_argument("--seed", type=_seed, default=0)
+    steer.add_argument("--figures", help="where to write the figures (default: <directory>/_figures)")
+    steer.set_defaults(run=cmd_steer)
     return parser
 
 

@@ -49,3 +49,24 @@ def refuse_beyond_device(needed: int, setting: str, what: str) -> None:
     if needed > device:
         raise ValueError(f"{setting}: {what} needs about {needed / GiB:,.1f} GiB, more than this machine's "
                          f"{device / GiB:,.1f} GiB")
+
+
+def in_chunks(program, size: int, batched, *shared):
+    """``program(chunk, *shared)`` over chunks of ``size`` rows of ``batched`` (a tree with a
+    leading agents axis), so memory holds one chunk; the last chunk is padded with its last agent (one
+    shape, one compile). Returns the results concatenated on the host, leaves ``[agents, ...]``."""
+    agents = jax.tree_util.tree_leaves(batched)[0].shape[0]
+    size = max(1, min(size, agents))
+    pieces = []
+    for start in range(0, agents, size):
+        index = np.minimum(np.arange(start, start + size), agents - 1)
+        chunk = jax.tree_util.tree_map(lambda x, i=index: x[i], batched)
+        pieces.append(jax.device_get(program(chunk, *shared)))
+    joined = jax.tree_util.tree_map(lambda *x: np.concatenate(x), *pieces)
+    return jax.tree_util.tree_map(lambda x: x[:agents], joined)
+
+
+def capture_bytes(env, params, episodes: int, max_steps: int, features: int) -> int:
+    """One agent's ``agents.activations.capture``: the traced evaluation, and every layer's
+    ``features`` (summed over layers) at every step of every episode, a few times over."""
+    return evaluation_bytes(env, params, episodes, max_steps, trace=True) + 3 * 4 * episodes * max_steps * features

@@ -99,3 +99,31 @@ def mean_rate_interval(rates, z: float = Z95) -> tuple[float, float]:
         return np.nan, np.nan
     low, high = wilson_interval(values.sum(), values.size, z)
     return float(low), float(high)
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative
+    (ties count half), from the Mann-Whitney U statistic. NaN scores are left out; NaN without both
+    classes."""
+    from scipy.stats import mannwhitneyu
+
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    keep = np.isfinite(scores)
+    positive, negative = scores[keep & labels], scores[keep & ~labels]
+    if positive.size == 0 or negative.size == 0:
+        return np.nan
+    return float(mannwhitneyu(positive, negative).statistic / (positive.size * negative.size))
+
+
+def auroc_interval(scores, labels, z: float = Z95, resamples: int = 2000) -> tuple[float, float]:
+    """Percentile bootstrap interval for ``auroc``, resampling agents (resamples holding one class
+    only are skipped; (nan, nan) without both classes). Fixed resampling seed."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    keep = np.isfinite(scores)
+    scores, labels = scores[keep], labels[keep]
+    if labels.all() or not labels.any():
+        return np.nan, np.nan
+    draws = np.random.default_rng(0).integers(0, labels.size, (resamples, labels.size))
+    values = [auroc(scores[d], labels[d]) for d in draws if labels[d].any() and not labels[d].all()]
+    tail = 0.5 * math.erfc(z / math.sqrt(2))
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))

@@ -281,6 +281,14 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
         from experiments import search
 
         search.figures(directory, save, table.stem)
+    if store.derived_path("probe").exists():  # ``gridsim probe``'s
+        from experiments import probe
+
+        probe.figures(directory, save)
+    if store.derived_path("steer").exists():  # ``gridsim steer``'s
+        from experiments import steer
+
+        steer.figures(directory, save)
     if visitation and all(store.agents_path(p).exists() for p in sweep.summary.point):
         save(visitation_figure(sweep), "visitation")
     return written
