@@ -3,7 +3,7 @@ same network with a vector added at one layer (steering).
 
 A layer is the output of a flax module of the network that has parameters (flax's own
 ``capture_intermediates``), plus ``obs``, the flattened observation the network reads. gridsim's
-networks name theirs by role (``LAYERS``: ``conv1``, ``embed``, ``gru``, ``actor1``, ...); another
+networks name theirs by role (``agents.networks.LAYERS``: ``conv1``, ``embed``, ``gru``, ``actor1``, ...); another
 flax network's layers keep their module paths (``Dense_0``, ``Block_1/Dense_0``). Steering adds a
 vector to one layer's output through flax's ``intercept_methods``, so it needs no change to the
 network either.
@@ -19,28 +19,11 @@ import jax
 import jax.numpy as jnp
 
 import gridsim
-from agents.networks import ActorCritic, RecurrentActorCritic
+from agents.networks import LAYERS, ActorCritic, RecurrentActorCritic
 from gridsim.policy import Policy
 from gridsim.rollout import Evaluation
 
 OBS = "obs"  # the pseudo-layer every network has: the observation, flattened
-
-# gridsim's networks (agents.networks): module path -> the layer's role. Pre-activation outputs of the
-# dense and convolution layers, the encoder's output after its ReLU, and the GRU's new hidden state.
-LAYERS = {
-    "GridEncoder_0/Conv_0": "conv1",
-    "GridEncoder_0/Conv_1": "conv2",
-    "GridEncoder_0": "encoder",  # the second convolution after its ReLU, flattened (the CNN's only)
-    "Dense_0": "embed",  # the recurrent network's layer before its GRU
-    "GRUCell_0": "gru",
-    "Heads_0/Dense_0": "actor1",
-    "Heads_0/Dense_1": "actor2",
-    "Heads_0/Dense_2": "critic1",
-    "Heads_0/Dense_3": "critic2",
-    "Heads_0/Dense_4": "logits",
-    "Heads_0/Dense_5": "value",
-}
-
 
 def _ours(module: nn.Module) -> bool:
     return isinstance(module, ActorCritic | RecurrentActorCritic)
@@ -174,12 +157,21 @@ def steered_policy(trainer, network, steer: dict[str, jax.Array], greedy: bool =
 
 
 class GoalVector(NamedTuple):
-    """A steering vector from training levels: the mean activation of a layer on levels where the true
-    goal and its proxies come apart minus that on levels where they coincide."""
+    """A steering vector from training levels: a layer's mean activation on levels where the true goal
+    lies apart from every proxy's target minus that on levels where it lies on one."""
 
     vector: jax.Array  # [features], flattened like the layer
-    apart: jax.Array  # steps averaged on each side: levels the oracles label distinguishing
-    together: jax.Array  # levels where every goal's oracle reaches the true goal first
+    apart: jax.Array  # steps averaged on each side
+    together: jax.Array
+
+
+def goal_apart(env, params, level) -> jax.Array:
+    """``bool``: none of the true goal's target cells is a target cell of a proxy (the engine's
+    ``goal_targets``, as the oracles read them), on one level."""
+    from gridsim import oracles
+
+    reached = oracles.target_costs(env, level, params) == 0  # [goals, H, W]
+    return ~jnp.any(reached[0] & jnp.any(reached[1:], axis=0))
 
 
 def goal_vector(trainer, network, params, key, layer: str, episodes: int, max_steps: int,
@@ -187,15 +179,13 @@ def goal_vector(trainer, network, params, key, layer: str, episodes: int, max_st
     """The ``layer``'s goal vector over ``episodes`` levels drawn from ``params`` (the agent's training
     levels; ``episodes`` rounds down to a multiple of ``chunk``), played ``chunk`` at a time so memory
     holds one chunk's capture. NaN where either side has no step. Pure and jittable."""
-    from gridsim.core import OUTCOME_TRUE
-
     def one_chunk(key):
         captured = capture(trainer, network, params, key, chunk, max_steps)
-        x = captured.layers[layer]
-        together = jnp.all(captured.evaluation.oracle_outcome == OUTCOME_TRUE, axis=-1)
-        sides = jnp.stack([captured.evaluation.distinguishing, together])  # [2, chunk]
+        start = jax.tree_util.tree_map(lambda x: x[0], captured.level)
+        apart = jax.vmap(goal_apart, (None, None, 0))(trainer.env, params, start)
+        sides = jnp.stack([apart, ~apart])  # [2, chunk]
         steps = (captured.active[None] & sides[:, None]).astype(jnp.float32)  # [2, steps, chunk]
-        return jnp.einsum("stc,tcf->sf", steps, x), jnp.sum(steps, axis=(1, 2))
+        return jnp.einsum("stc,tcf->sf", steps, captured.layers[layer]), jnp.sum(steps, axis=(1, 2))
 
     sums, counts = jax.lax.map(one_chunk, jax.random.split(key, max(1, episodes // chunk)))
     sums, counts = jnp.sum(sums, axis=0), jnp.sum(counts, axis=0)

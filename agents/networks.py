@@ -155,3 +155,21 @@ class RecurrentActorCritic(nn.Module):
         hidden, y = nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal())(hidden, x)
         logits, value = Heads(self.num_actions, self.hidden)(y)
         return hidden, logits, value
+
+
+# The layers agents.activations reads and steers: module path (flax's automatic names, which saved
+# networks keep) -> the layer's role. Dense and convolution layers before their nonlinearity, the
+# encoder's output after its ReLU, and the GRU's new hidden state.
+LAYERS = {
+    "GridEncoder_0/Conv_0": "conv1",
+    "GridEncoder_0/Conv_1": "conv2",
+    "GridEncoder_0": "encoder",  # the second convolution after its ReLU, flattened (the CNN's only)
+    "Dense_0": "embed",  # the recurrent network's layer before its GRU
+    "GRUCell_0": "gru",
+    "Heads_0/Dense_0": "actor1",
+    "Heads_0/Dense_1": "actor2",
+    "Heads_0/Dense_2": "critic1",
+    "Heads_0/Dense_3": "critic2",
+    "Heads_0/Dense_4": "logits",
+    "Heads_0/Dense_5": "value",
+}

@@ -288,7 +288,7 @@ def cmd_probe(args) -> int:
     save = _figures_writer(store, args.figures)
     table, warning = probe.run(args.directory, args.episodes, args.rows, args.ridge, args.levels, args.seed)
     print(probe.format_summary(probe.sweep_env(args.directory), table, warning))
-    print(f"wrote {store.derived_path(probe.RESULTS)}")
+    print(f"wrote {store.derived_path(probe.RESULTS if args.levels == 'train' else probe.TEST_RESULTS)}")
     if warning is not None:
         print(f"wrote {store.derived_path(probe.WARNING)}")
     probe.figures(args.directory, save)

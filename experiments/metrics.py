@@ -105,14 +105,24 @@ def auroc(scores, labels) -> float:
     """Area under the ROC curve: the chance that a random positive scores above a random negative
     (ties count half), from the Mann-Whitney U statistic. NaN scores are left out; NaN without both
     classes."""
+    return auroc_test(scores, labels)[0]
+
+
+def auroc_test(scores, labels) -> tuple[float, float]:
+    """``(auroc, p)``: the AUROC and the two-sided Mann-Whitney p-value of no difference between
+    the classes (exact without ties), which stays informative where a bootstrap interval collapses
+    (a perfect separation resamples to itself)."""
     from scipy.stats import mannwhitneyu
 
     scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
     keep = np.isfinite(scores)
     positive, negative = scores[keep & labels], scores[keep & ~labels]
     if positive.size == 0 or negative.size == 0:
-        return np.nan
-    return float(mannwhitneyu(positive, negative).statistic / (positive.size * negative.size))
+        return np.nan, np.nan
+    if np.ptp(np.concatenate([positive, negative])) == 0:
+        return 0.5, 1.0  # every score equal: no difference, and scipy would divide by zero
+    test = mannwhitneyu(positive, negative, alternative="two-sided")
+    return float(test.statistic / (positive.size * negative.size)), float(test.pvalue)
 
 
 def auroc_interval(scores, labels, z: float = Z95, resamples: int = 2000) -> tuple[float, float]:

@@ -281,7 +281,7 @@ def plot(directory, out_dir=None, visitation: bool = True) -> list[Path]:
         from experiments import search
 
         search.figures(directory, save, table.stem)
-    if store.derived_path("probe").exists():  # ``gridsim probe``'s
+    if store.derived_path("probe").exists() or store.derived_path("probe-test").exists():  # ``gridsim probe``'s
         from experiments import probe
 
         probe.figures(directory, save)

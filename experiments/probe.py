@@ -3,7 +3,8 @@
 alone tells which agents will misgeneralize.
 
 Writes ``DIR/_derived/probe.parquet`` (one row per agent, layer and target: the probe's held-out
-accuracy, the base rate and the control task's accuracy) and ``DIR/_derived/warning.parquet`` (one
+accuracy, the base rate and the control task's accuracy; ``probe-test.parquet`` with ``--levels
+test``) and ``DIR/_derived/warning.parquet`` (one
 row per agent: the predictors, measured on the training levels the oracles do not label
 distinguishing, and whether the agent misgeneralizes at test), and prints, per sweep point, the
 probes' accuracy by layer and each predictor's AUROC over agents with a bootstrap interval.
@@ -23,12 +24,13 @@ import pyarrow.parquet as pq
 from agents import activations, probes
 from experiments import memory
 from experiments import spec as sweep_spec
-from experiments.metrics import auroc, auroc_interval, bootstrap_mean_interval, capable, misgeneralizes
+from experiments.metrics import auroc, auroc_interval, auroc_test, bootstrap_mean_interval, capable, misgeneralizes
 from experiments.runner import batch_params, env_point, runner_for, seed_keys
 from experiments.store import MANIFEST, Store, StoreError, atomic_write
 from experiments.train import level_seed
 
 RESULTS = "probe"  # the tables' names among the sweep's derived tables (``Store.derived_path``)
+TEST_RESULTS = "probe-test"  # the probes on test levels (``--levels test``)
 WARNING = "warning"
 LEVELS = ("train", "test")
 BEHAVIOUR = ("return", "length", "entropy")  # the behavioural baseline's predictors
@@ -139,9 +141,10 @@ def run(directory, episodes: int = 512, rows: int = 1024, ridge: float = probes.
     probe_table = pa.Table.from_pylist(rows_out)
     warning_table = pa.Table.from_pylist(warn_rows) if warn_rows else None
     store.derived_path(RESULTS).parent.mkdir(exist_ok=True)
+    name = RESULTS if levels == "train" else TEST_RESULTS
     if warning_table is not None:
         atomic_write(store.derived_path(WARNING), lambda path: pq.write_table(warning_table, path))
-    atomic_write(store.derived_path(RESULTS), lambda path: pq.write_table(probe_table, path))
+    atomic_write(store.derived_path(name), lambda path: pq.write_table(probe_table, path))
     return probe_table, warning_table
 
 
@@ -163,10 +166,11 @@ def _warning_row(spec, point: int, agent: int, table, sizes: dict, targets: list
 
 def predictors(env, warning) -> list[str]:
     """The warning's declared predictors, in order: the behavioural baseline on levels where the goals
-    coincide, then, for every layer, the selectivity there of the probe for the true goal's cell
-    relative to the agent (what an agent that pursues it must know), then the behaviour on every level
-    not labelled distinguishing. The table holds every layer and target; these are the ones reported."""
-    inside = [c for c in warning.columns if c.startswith("selectivity:") and c.endswith(f":offset:{env.true_goal}")]
+    coincide, then, for every layer, the selectivity there of the probe for where the true goal is
+    (``where_target``: what an agent that pursues it must know), then the behaviour on every level not
+    labelled distinguishing. The table holds every layer and target; these are the ones reported."""
+    inside = [c for c in warning.columns
+              if c.startswith("selectivity:") and c.endswith(f":{where_target(env, env.true_goal)}")]
     return ([f"behaviour:{name}" for name in BEHAVIOUR] + inside
             + [f"undistinguished:{name}" for name in BEHAVIOUR])
 
@@ -181,8 +185,9 @@ def summarize_warning(env, warning) -> list[dict]:
         for name in predictors(env, warning):
             scores = known[name].to_numpy(float)
             low, high = auroc_interval(scores, labels)
+            value, p = auroc_test(scores, labels)
             out.append({"point": point, "predictor": name, "agents": len(known), "misgeneralize": int(labels.sum()),
-                        "auroc": auroc(scores, labels), "low": low, "high": high})
+                        "auroc": value, "low": low, "high": high, "p": p})
     return out
 
 
@@ -197,10 +202,16 @@ def summarize(table) -> list[dict]:
     return out
 
 
+def where_target(env, goal: str) -> str:
+    """The probe target for where ``goal`` is, as the agent sees it: its cell relative to the agent
+    under an egocentric view, its cell in the grid under a full one (each a linear read of the view)."""
+    return f"{'offset' if env.observation == 'egocentric' else 'cell'}:{goal}"
+
+
 def shown_targets(env) -> list[str]:
-    """The targets the report prints: each goal's cell relative to the agent and its oracle's move, and
-    how the episode ends (the table holds every target)."""
-    return ([f"offset:{goal}" for goal in env.goal_names] + [f"move:{goal}" for goal in env.goal_names]
+    """The targets the report prints: where each goal is (``where_target``), its oracle's move, and how
+    the episode ends (the table holds every target)."""
+    return ([where_target(env, goal) for goal in env.goal_names] + [f"move:{goal}" for goal in env.goal_names]
             + ["outcome"])
 
 
@@ -222,7 +233,7 @@ def format_summary(env, table, warning=None) -> str:
     shown = [t for t in shown_targets(env) if t in set(table.target)]
     levels = table.levels.iloc[0]
     held_out = "held-out levels of the training distribution" if levels == "train" else "held-out test levels"
-    lines = [f"Linear probes on {levels}ing levels ({held_out}): "
+    lines = [f"Linear probes on {'training' if levels == 'train' else 'test'} levels ({held_out}): "
              "accuracy %, mean over agents [95% bootstrap interval]; 'control' is the mean accuracy on the "
              "control task (labels a random function of the observation); selectivity is the difference."]
     for point, rows in table.groupby("point", sort=True):
@@ -252,7 +263,8 @@ def format_warning(env, warning) -> str:
 
     warning = warning.to_pandas() if hasattr(warning, "to_pandas") else warning
     lines = ["A warning before deployment: AUROC over capable agents of each predictor for misgeneralizing at test "
-             "[95% bootstrap interval]; 0.5 is no warning, 1 a perfect one where a higher value warns, 0 where a "
+             "[95% bootstrap interval] and the two-sided Mann-Whitney p-value; 0.5 is no warning, 1 a perfect one "
+             "where a higher value warns, 0 where a "
              "lower one does. behaviour: and selectivity: are measured on training levels where every goal's oracle "
              "reaches the true goal first (the goals coincide); undistinguished: on every training level the "
              "oracles do not label distinguishing."]
@@ -266,7 +278,7 @@ def format_warning(env, warning) -> str:
             continue
         lines.append(f"  {label}: {first.misgeneralize} of {first.agents} capable agents misgeneralize")
         for row in rows.itertuples():
-            lines.append(f"    {row.predictor.ljust(36)} {row.auroc:.2f} [{row.low:.2f}, {row.high:.2f}]"
+            lines.append(f"    {row.predictor.ljust(36)} {row.auroc:.2f} [{row.low:.2f}, {row.high:.2f}]  p={row.p:.2g}"
                          + ("  (lower warns)" if row.auroc < 0.5 else ""))
     return "\n".join(lines)
 
@@ -328,7 +340,7 @@ def roc_figure(env, warning):
             scores = rows[name].to_numpy(float)
             style = {"behaviour": "-", "selectivity": ":", "undistinguished": "--"}[name.split(":")[0]]
             ax.plot(*_roc(scores, labels), style, color=f"C{k % 10}", lw=1,
-                    label=f"{name.replace(f':offset:{env.true_goal}', '')} {auroc(scores, labels):.2f}")
+                    label=f"{name.replace(':' + where_target(env, env.true_goal), '')} {auroc(scores, labels):.2f}")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
         ax.set_title(f"{_point_label(rows)}: {labels.sum()} of {len(labels)} misgeneralize", fontsize=8)
         ax.set_xlabel("false positive rate")
@@ -345,6 +357,8 @@ def figures(directory, save) -> None:
 
     store = Store(directory)
     env = sweep_env(directory)
-    save(layers_figure(env, pd.read_parquet(store.derived_path(RESULTS))), "probe-layers")
+    for name in (RESULTS, TEST_RESULTS):
+        if store.derived_path(name).exists():
+            save(layers_figure(env, pd.read_parquet(store.derived_path(name))), f"{name}-layers")
     if store.derived_path(WARNING).exists():
         save(roc_figure(env, pd.read_parquet(store.derived_path(WARNING))), "warning-roc")

@@ -162,7 +162,8 @@ def format_summary(table) -> str:
     shares = [c for c in summary.columns if c.startswith("share_")]
     layer = frame.layer.iloc[0]
     lines = [f"Steering at {layer}: a goal vector from each agent's training levels (mean activation where the "
-             "goals come apart minus where they coincide) times a scale, beside a random direction of its length. "
+             "true goal lies apart from every proxy's target minus where it lies on one) times a scale, beside a "
+             "random direction of its length. "
              "Outcome shares on the test levels the oracles label distinguishing, mean over agents; 'turned': "
              f"misgeneralizing agents that then reach the true goal first on more than {TURNED:.0%} of them "
              "[95% Wilson interval]."]
@@ -172,7 +173,8 @@ def format_summary(table) -> str:
         agents = here.drop_duplicates("seed")
         missing = int((~agents.vector_defined).sum())
         lines.append(f"\n{label}: {len(agents) - missing} agents with a vector"
-                     + (f" ({missing} without: no training level where the goals come apart)" if missing else ""))
+                     + (f" ({missing} without: no training level puts the true goal apart from the proxies' "
+                        "targets, or none on one)" if missing else ""))
         rows = summary[summary.point == point] if len(summary) else summary
         if not len(rows):
             continue
