@@ -16,11 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agents import ppo
-from experiments import spec as sweep_spec
 from experiments.inspection import check_episodes, check_traced_episodes
 from experiments.metrics import wilson_interval
-from experiments.runner import batch_params, env_point, runner_for
-from experiments.store import MANIFEST, Store, StoreError, atomic_write
+from experiments.runner import batch_params, env_point, open_sweep
+from experiments.store import Store, atomic_write
 from gridsim import discover
 
 RESULTS = "discover"  # the table's name among the sweep's derived tables (``Store.derived_path``)
@@ -44,16 +43,12 @@ def _compiled(trainer, shape: discover.Candidates, episodes: int, max_steps: int
 def run(directory, episodes: int = 256, seed: int = 0, declared_proxies: bool = False) -> pa.Table:
     """Score every agent of the sweep in ``directory``; write and return the table."""
     check_episodes(episodes)
-    directory = Path(directory)
-    store = Store(directory)
-    spec = sweep_spec.from_manifest(store.manifest(), directory / MANIFEST)
-    if not store.point_files():
-        raise StoreError(f"{directory} has no finished sweep points yet: nothing to discover")
-    runner, params = runner_for(spec)
+    store, spec, runner, params = open_sweep(directory)
+    points = store.finished_points("discover")
     env = runner.env
     check_traced_episodes(env, params.test(), episodes, agents=spec.seeds)  # one point's agents at once
     rows = []
-    for point in store.point_files():
+    for point in points:
         own = batch_params(params, [env_point(params, spec.points[point])])
         train = jax.tree_util.tree_map(lambda x: x[0], own)
         cands = discover.candidates(env, train, jax.random.key(seed), declared_proxies=declared_proxies)

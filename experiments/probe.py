@@ -13,7 +13,6 @@ probes' accuracy by layer and each predictor's AUROC over agents with a bootstra
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +22,9 @@ import pyarrow.parquet as pq
 
 from agents import activations, probes
 from experiments import memory
-from experiments import spec as sweep_spec
 from experiments.metrics import auroc, auroc_interval, auroc_test, bootstrap_mean_interval, capable, misgeneralizes
-from experiments.runner import batch_params, env_point, runner_for, seed_keys
-from experiments.store import MANIFEST, Store, StoreError, atomic_write
+from experiments.runner import batch_params, env_point, open_sweep, seed_keys
+from experiments.store import Store, atomic_write
 from experiments.train import level_seed
 
 RESULTS = "probe"  # the tables' names among the sweep's derived tables (``Store.derived_path``)
@@ -69,7 +67,7 @@ def _behaviour(captured: activations.Capture, usable) -> jax.Array:
 
 def sweep_env(directory):
     """The environment of the sweep in ``directory``."""
-    return runner_for(sweep_spec.from_manifest(Store(directory).manifest(), Path(directory) / MANIFEST))[0].env
+    return open_sweep(directory)[2].env
 
 
 def agent_params(spec, params, point: int, levels: str):
@@ -106,12 +104,8 @@ def run(directory, episodes: int = 512, rows: int = 1024, ridge: float = probes.
     check(episodes, rows, ridge)
     if levels not in LEVELS:
         raise ValueError(f"--levels is train or test, got {levels!r}")
-    directory = Path(directory)
-    store = Store(directory)
-    spec = sweep_spec.from_manifest(store.manifest(), directory / MANIFEST)
-    if not store.point_files():
-        raise StoreError(f"{directory} has no finished sweep points yet: nothing to probe")
-    runner, params = runner_for(spec)
+    store, spec, runner, params = open_sweep(directory)
+    points = store.finished_points("probe")
     env, trainer = runner.env, runner.trainer
     sizes = activations.layer_sizes(trainer, params)
     max_steps = int(np.asarray(params.max_steps_in_episode))
@@ -121,7 +115,7 @@ def run(directory, episodes: int = 512, rows: int = 1024, ridge: float = probes.
     import pandas as pd
 
     rows_out, warn_rows = [], []
-    for point in store.point_files():
+    for point in points:
         batch = agent_params(spec, params, point, levels)
         keys = jax.random.split(jax.random.key(seed), spec.seeds)
         (scores, fitted), warn, behaviour, loose = memory.in_chunks(lambda both: program(*both), chunk,

@@ -26,7 +26,7 @@ import pyarrow as pa
 import gridsim
 from experiments import metrics
 from experiments.provenance import code_identity
-from experiments.spec import SweepSpec, split_point
+from experiments.spec import SweepSpec, from_manifest, split_point
 from experiments.train import SeedRunner
 
 
@@ -65,6 +65,17 @@ def runner_for(spec: SweepSpec) -> tuple[SeedRunner, object]:
     options = json.dumps(spec.env_options, sort_keys=True)
     runner = _runner(spec.env_reference, options, spec.ppo, spec.eval_episodes, max_steps, spec.curriculum)
     return runner, params
+
+
+def open_sweep(directory):
+    """``(store, spec, runner, params)`` of the sweep in ``directory``, from its manifest."""
+    from pathlib import Path
+
+    from experiments.store import MANIFEST, Store
+
+    store = Store(directory)
+    spec = from_manifest(store.manifest(), Path(directory) / MANIFEST)
+    return store, spec, *runner_for(spec)
 
 
 def env_point(params, point: dict) -> dict:

@@ -20,11 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from experiments import spec as sweep_spec
 from experiments.discover import RESULTS as DISCOVER_RESULTS
 from experiments.metrics import wilson_interval
-from experiments.runner import batch_params, env_point, runner_for, seed_keys
-from experiments.store import MANIFEST, Store, StoreError, atomic_write
+from experiments.runner import batch_params, env_point, open_sweep, seed_keys
+from experiments.store import Store, StoreError, atomic_write
 from experiments.train import level_seed
 from gridsim import discover, search, values
 from gridsim.core import Level
@@ -108,22 +107,18 @@ def run(directory, objective: str = "regret", config: search.Config | None = Non
     """Search every agent of the sweep in ``directory``; write and return the table (``_derived/<name>.parquet``,
     the levels found beside it)."""
     config = search.Config() if config is None else config
-    directory = Path(directory)
-    store = Store(directory)
-    spec = sweep_spec.from_manifest(store.manifest(), directory / MANIFEST)
-    runner, params = runner_for(spec)
+    store, spec, runner, params = open_sweep(directory)
     env = runner.env
     chosen = objective_of(env, objective)
     config = config.validate(env)
     overrides = _checked_overrides(env, params, overrides or {})
-    if not store.point_files():
-        raise StoreError(f"{directory} has no finished sweep points yet: nothing to search")
+    points = store.finished_points("search")
     regret = values.reason_without_values(env) is None
     _check_memory(env, params, config, spec.seeds)
     keys = jax.random.split(jax.random.key(seed), spec.seeds)
     levels_seeds = jax.vmap(level_seed)(seed_keys(spec))
     rows, found = [], {}
-    for point in store.point_files():
+    for point in points:
         setting = env_point(params, spec.points[point])
         train = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [setting]))
         start = jax.tree_util.tree_map(lambda x: x[0], batch_params(params, [{**setting, **overrides}]))

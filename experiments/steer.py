@@ -10,7 +10,6 @@ shares and the share of misgeneralizing agents the vector turns to the true goal
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,11 +20,10 @@ import pyarrow.parquet as pq
 import gridsim
 from agents import activations
 from experiments import memory
-from experiments import spec as sweep_spec
 from experiments.metrics import capable, misgeneralizes, rate, wilson_interval
 from experiments.probe import agent_params
-from experiments.runner import runner_for
-from experiments.store import MANIFEST, Store, StoreError, atomic_write
+from experiments.runner import open_sweep
+from experiments.store import Store, atomic_write
 
 RESULTS = "steer"  # the table's name among the sweep's derived tables (``Store.derived_path``)
 SCALES = (1.0, 4.0, 16.0, 64.0)  # multiples of the goal vector (the difference of two means)
@@ -86,18 +84,14 @@ def check(layer: str | None, sizes: dict, scales, vector_episodes: int, episodes
 def run(directory, layer: str | None = None, scales=SCALES, vector_episodes: int = 4096, episodes: int = 256,
         seed: int = 0) -> pa.Table:
     """Steer every agent of the sweep in ``directory``; write and return the table."""
-    directory = Path(directory)
-    store = Store(directory)
-    spec = sweep_spec.from_manifest(store.manifest(), directory / MANIFEST)
-    runner, params = runner_for(spec)
+    store, spec, runner, params = open_sweep(directory)
     env, trainer = runner.env, runner.trainer
     sizes = activations.layer_sizes(trainer, params)
     layer = check(layer, sizes, tuple(scales), vector_episodes, episodes)
     if not env.proxies:
         raise ValueError(f"{env.name} declares no proxy: no level is distinguishing, so there is nothing to steer "
                          "toward or away from")
-    if not store.point_files():
-        raise StoreError(f"{directory} has no finished sweep points yet: nothing to steer")
+    points = store.finished_points("steer")
     scales = (0.0,) + tuple(float(s) for s in scales)  # 0: the agent as trained, on the same levels
     max_steps = int(np.asarray(params.max_steps_in_episode))
     one = memory.capture_bytes(env, params, CHUNK, max_steps, sum(sizes.values()))
@@ -108,7 +102,7 @@ def run(directory, layer: str | None = None, scales=SCALES, vector_episodes: int
     import pandas as pd
 
     rows = []
-    for point in store.point_files():
+    for point in points:
         train, test = agent_params(spec, params, point, "train"), agent_params(spec, params, point, "test")
         keys = jax.random.split(jax.random.key(seed), spec.seeds)
         found, counts, distinguishing = memory.in_chunks(lambda batch: program(*batch), chunk,

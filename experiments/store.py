@@ -160,6 +160,13 @@ class Store:
             raise StoreError(f"{path} is not a gridsim manifest; rerun the sweep with --force to start over")
         return manifest
 
+    def finished_points(self, doing: str) -> dict[int, Path]:
+        """``point_files``, or a StoreError saying there is nothing to ``doing`` yet."""
+        found = self.point_files()
+        if not found:
+            raise StoreError(f"{self.root} has no finished sweep points yet: nothing to {doing}")
+        return found
+
     def point_files(self) -> dict[int, Path]:
         """Result files by point index: ``point-NNNN.parquet`` only (copies and other files are ignored)."""
         if not self.root.is_dir():
