@@ -187,12 +187,10 @@ def probe_capture(env: GridEnv, params, captured: activations.Capture, key, rows
     return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *per_layer), jnp.sum(fit_valid)
 
 
-def probe_agent(trainer, network, params, key, episodes: int, max_steps: int, rows: int, ridge: float = RIDGE,
-                training_only: bool = False) -> tuple[Scores, jax.Array]:
-    """Capture ``episodes`` on ``params``' levels and probe them (``probe_capture``). With
-    ``training_only`` the levels the oracles label distinguishing are left out (a warning before
-    deployment may not look at them). vmap over ``network``."""
+def probe_agent(trainer, network, params, key, episodes: int, max_steps: int, rows: int,
+                ridge: float = RIDGE) -> tuple[Scores, jax.Array]:
+    """Capture ``episodes`` on ``params``' levels and probe them all (``probe_capture``; ``gridsim probe``'s
+    warning probes only the levels ``coinciding`` keeps). vmap over ``network``."""
     k_play, k_probe = jax.random.split(key)
     captured = activations.capture(trainer, network, params, k_play, episodes, max_steps)
-    usable = ~captured.evaluation.distinguishing if training_only else jnp.ones(episodes, bool)
-    return probe_capture(trainer.env, params, captured, k_probe, rows, usable, ridge)
+    return probe_capture(trainer.env, params, captured, k_probe, rows, jnp.ones(episodes, bool), ridge)

@@ -240,22 +240,16 @@ def _names(text: str) -> tuple[str, ...]:
 
 def cmd_search(args) -> int:
     from experiments import search as level_search
-    from experiments.plots import save_figure
     from experiments.store import Store
     from gridsim.search import Config
 
     config = Config(population=args.population, generations=args.generations, max_edits=args.max_edits,
                     edits=args.edits, start=args.start, nearest_steps=args.nearest_steps, branch=args.branch)
     store = Store(args.directory)
-    figures = store.figures(args.figures)  # refused now, not after the search
+    save = _figures_writer(store, args.figures)
     table = level_search.run(args.directory, args.objective, config, args.seed, _options(args.option))
     print(level_search.format_summary(table))
     print(f"wrote {store.derived_path(level_search.RESULTS)}")
-    figures.mkdir(parents=True, exist_ok=True)
-
-    def save(fig, stem):
-        print(f"wrote {save_figure(fig, figures, stem)[0]}")  # and an SVG beside it, as gridsim plot's
-
     level_search.figures(args.directory, save)
     return 0
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from agents import ppo
 from experiments.inspection import check_episodes, check_traced_episodes
 from experiments.metrics import wilson_interval
+from experiments.report import point_label
 from experiments.runner import batch_params, env_point, open_sweep
 from experiments.store import Store, atomic_write
 from gridsim import discover
@@ -80,8 +81,7 @@ def format_shares(table: pa.Table) -> str:
     frame = table.to_pandas()
     lines = []
     for point, group in frame.groupby("point"):
-        settings = ", ".join(f"{k}={group[k].iloc[0]:g}" for k in group.columns
-                             if k not in _COLUMNS) or f"point {point}"
+        settings = point_label({k: group[k].iloc[0] for k in group.columns if k not in _COLUMNS}, point)
         lines.append(f"{settings} ({len(group)} agents):")
         for best, count in group.best.value_counts().items():
             low, high = wilson_interval(count, len(group))

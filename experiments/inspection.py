@@ -16,6 +16,7 @@ import numpy as np
 from agents import ppo
 from experiments import memory
 from experiments import spec as sweep_spec
+from experiments.report import point_label
 from experiments.runner import batch_params, env_point, runner_for, seed_keys
 from experiments.store import MANIFEST, Store
 from experiments.train import level_seed
@@ -82,9 +83,8 @@ def load_agent(directory, point: int, seed: int) -> Agent:
     own = batch_params(params, [env_point(params, points[point])])
     train_params = jax.tree_util.tree_map(lambda x: x[0], own)
     train_params = train_params.replace(level_seed=level_seed(seed_keys(spec)[seed]))  # its own training levels
-    point_label = ", ".join(f"{k}={v:g}" for k, v in points[point].items()) or "point 0"
     return Agent(runner.env, runner.trainer, network, train_params, train_params.test(),
-                 f"{point_label}, seed {seed}")
+                 f"{point_label(points[point], point)}, seed {seed}")
 
 
 def agent_episodes(agent: Agent, episodes: int, seed: int = 0) -> Episodes:

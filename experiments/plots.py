@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from experiments.report import load, measure_columns, outcome_columns, summarize
+from experiments.report import load, measure_columns, outcome_columns, point_label, summarize
 from experiments.store import Store
 
 
@@ -151,7 +151,7 @@ def training_figure(sweep: Sweep, curves: pd.DataFrame):
 
 def seeds_figure(sweep: Sweep):
     """Per point, the histogram of capable seeds' misgeneralization rates."""
-    point_labels = {int(p): ", ".join(f"{n}={r[n]:g}" for n in sweep.swept) or f"point {p}"
+    point_labels = {int(p): point_label({n: r[n] for n in sweep.swept}, p)
                     for p, r in sweep.summary.set_index("point").iterrows()}
     fig, axes = _pyplot().subplots(1, len(sweep.summary), figsize=(1.9 * len(sweep.summary) + 0.8, 2.6),
                                    sharey=True, squeeze=False)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from agents import activations, probes
 from experiments import memory
 from experiments.metrics import auroc, auroc_interval, auroc_test, bootstrap_mean_interval, capable, misgeneralizes
+from experiments.report import point_label
 from experiments.runner import batch_params, env_point, open_sweep, seed_keys
 from experiments.store import Store, atomic_write
 from experiments.train import level_seed
@@ -210,8 +211,9 @@ def shown_targets(env) -> list[str]:
 
 
 def _point_label(rows) -> str:
+    """The sweep point of ``rows`` (one point's rows of the probe or warning table)."""
     settings = [c for c in rows.columns if c not in _NOT_SETTINGS and ":" not in c]
-    return ", ".join(f"{c}={rows[c].iloc[0]:g}" for c in settings) or "point 0"
+    return point_label({c: rows[c].iloc[0] for c in settings}, int(rows.point.iloc[0]))
 
 
 _NOT_SETTINGS = {"point", "seed", "levels", "layer", "features", "target", "accuracy", "control", "base_rate",

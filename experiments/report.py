@@ -9,6 +9,11 @@ from experiments.metrics import bootstrap_mean_interval, mean_rate_interval, mis
 from experiments.store import Store
 
 
+def point_label(settings: dict, point: int) -> str:
+    """A sweep point as its settings, ``alpha=0.01, corner_size=2``, or ``point N`` when nothing is swept."""
+    return ", ".join(f"{name}={value:g}" for name, value in settings.items()) or f"point {point}"
+
+
 def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
     """The results table, the swept column names, and the manifest (read through the store)."""
     table, manifest = Store(directory).results()
@@ -153,7 +158,7 @@ def format_comparison(sweeps: list[tuple[str, pd.DataFrame, list[str]]]) -> str:
     for label, summary, swept in sweeps:
         lines.append(label)
         for _, r in summary.iterrows():
-            point = ", ".join(f"{name}={r[name]:g}" for name in swept) or f"point {r.point}"
+            point = point_label({name: r[name] for name in swept}, r.point)
             lines.append(f"  {point:>16}  capable {r.capable:>3d}/{r.seeds:<3d}  misgen. "
                          f"{rate(r.misgeneralization, r.misgeneralization_ci)}  "
                          f"true {rate(r.true_goal, r.true_goal_ci)}  regret {_regret(r)}")

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from experiments.discover import RESULTS as DISCOVER_RESULTS
 from experiments.metrics import wilson_interval
+from experiments.report import point_label
 from experiments.runner import batch_params, env_point, open_sweep, seed_keys
 from experiments.store import Store, StoreError, atomic_write
 from experiments.train import level_seed
@@ -257,7 +258,7 @@ def format_summary(table) -> str:
     ci = lambda low, high: f"[{float(low):4.0%}, {float(high):4.0%}]"
     for _, row in summary.iterrows():
         swept = [c for c in summary.columns if c not in _SUMMARY]
-        label = ", ".join(f"{c}={row[c]:g}" for c in swept) or f"point {row.point}"
+        label = point_label({c: row[c] for c in swept}, row.point)
         lines.append(f"{label} ({row.searched} of {row.agents} agents searched):")
         for which, name in (("search", "exposed by search"), ("random", "exposed by random levels")):
             first = row[f"{which}_first_median"]
@@ -381,8 +382,8 @@ def levels_figure(directory, point: int, frame, count: int = 3, name: str = RESU
             edits = f", {int(info.nearest_edits)} edit(s)" if which == "nearest" else ""
             draw_level(ax, agent, level, proxy, f"seed {seed}: {title}{edits}")
         axes[row, 0].legend(fontsize=6, loc="lower left")
-    settings = ", ".join(f"{k}={frame[frame.point == point][k].iloc[0]:g}" for k in frame.columns
-                         if k not in _COLUMNS) or f"point {point}"
+    here = frame[frame.point == point]
+    settings = point_label({k: here[k].iloc[0] for k in frame.columns if k not in _COLUMNS}, point)
     fig.suptitle(f"{settings}: levels that expose agents ({frame.objective.iloc[0]})", fontsize=8)
     return fig
 

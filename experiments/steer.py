@@ -22,6 +22,7 @@ from agents import activations
 from experiments import memory
 from experiments.metrics import capable, misgeneralizes, rate, wilson_interval
 from experiments.probe import agent_params
+from experiments.report import point_label
 from experiments.runner import open_sweep
 from experiments.store import Store, atomic_write
 
@@ -161,9 +162,8 @@ def format_summary(table) -> str:
              "Outcome shares on the test levels the oracles label distinguishing, mean over agents; 'turned': "
              f"misgeneralizing agents that then reach the true goal first on more than {TURNED:.0%} of them "
              "[95% Wilson interval]."]
-    settings = [c for c in frame.columns if c not in _NOT_SETTINGS and not c.startswith("share_")]
     for point, here in frame.groupby("point", sort=True):
-        label = ", ".join(f"{c}={here[c].iloc[0]:g}" for c in settings) or "point 0"
+        label = _point_label(here)
         agents = here.drop_duplicates("seed")
         missing = int((~agents.vector_defined).sum())
         lines.append(f"\n{label}: {len(agents) - missing} agents with a vector"
@@ -180,6 +180,12 @@ def format_summary(table) -> str:
                       else "none misgeneralize")
             lines.append(f"  {row.direction:<9} {row.scale:>5g}{cells}   {turned}")
     return "\n".join(lines)
+
+
+def _point_label(rows) -> str:
+    """The sweep point of ``rows`` (one point's rows of the steering table)."""
+    settings = [c for c in rows.columns if c not in _NOT_SETTINGS and not c.startswith("share_")]
+    return point_label({c: rows[c].iloc[0] for c in settings}, int(rows.point.iloc[0]))
 
 
 _NOT_SETTINGS = {"point", "seed", "layer", "direction", "scale", "vector_defined", "vector_norm", "apart_steps",
@@ -199,7 +205,6 @@ def shares_figure(table):
     fig, axes = _pyplot().subplots(1, max(len(points), 1), figsize=(2.8 * max(len(points), 1) + 1.5, 3.0),
                                    sharey=True, squeeze=False)
     shares = [c for c in frame.columns if c.startswith("share_") and c != "share_fail"]
-    settings = [c for c in frame.columns if c not in _NOT_SETTINGS and not c.startswith("share_")]
     for ax, point in zip(axes[0], points, strict=False):
         here = summary[summary.point == point]
         scales = sorted(set(here.scale))
@@ -209,8 +214,7 @@ def shares_figure(table):
                 rows = here[here.direction == direction].set_index("scale").loc[scales]
                 ax.plot(x, rows[column], style, marker="o", ms=3, color=f"C{k}", lw=1,
                         label=f"{column.removeprefix('share_')} ({direction})")
-        first = frame[frame.point == point].iloc[0]
-        ax.set_title(", ".join(f"{c}={first[c]:g}" for c in settings) or f"point {point}", fontsize=8)
+        ax.set_title(_point_label(frame[frame.point == point]), fontsize=8)
         ax.set_xticks(x, [f"{s:g}" for s in scales])
         ax.set_xlabel(f"scale of the vector at {frame.layer.iloc[0]}")
         ax.set_ylim(0, 1.02)
