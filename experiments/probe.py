@@ -36,15 +36,18 @@ BEHAVIOUR = ("return", "length", "entropy")  # the behavioural baseline's predic
 
 
 @functools.lru_cache(maxsize=4)
-def _compiled(trainer, episodes: int, max_steps: int, rows: int, ridge: float):
+def _compiled(trainer, episodes: int, max_steps: int, rows: int, ridge: float, warn: bool):
     """``(networks, params, keys) -> ((scores, fitted), warning scores, behaviour, behaviour on every level
-    not labelled distinguishing)``, vmapped over agents (each its own levels)."""
+    not labelled distinguishing)``, vmapped over agents (each its own levels); without ``warn`` (test
+    levels) the last three are None."""
     env = trainer.env
 
     def one_agent(network, params, key):
         k_play, k_all, k_warn = jax.random.split(key, 3)
         captured = activations.capture(trainer, network, params, k_play, episodes, max_steps)
         everything = probes.probe_capture(env, params, captured, k_all, rows, jnp.ones(episodes, bool), ridge)
+        if not warn:
+            return everything, None, None, None
         coinciding = probes.coinciding(captured.evaluation)  # what a warning before deployment may look at
         warning = probes.probe_capture(env, params, captured, k_warn, rows, coinciding, ridge)[0]
         return (everything, warning, _behaviour(captured, coinciding),
@@ -111,7 +114,7 @@ def run(directory, episodes: int = 512, rows: int = 1024, ridge: float = probes.
     sizes = activations.layer_sizes(trainer, params)
     max_steps = int(np.asarray(params.max_steps_in_episode))
     chunk = chunk_size(env, params, episodes, max_steps, sum(sizes.values()), spec.seeds, "--episodes")
-    program = _compiled(trainer, episodes, max_steps, rows, float(ridge))
+    program = _compiled(trainer, episodes, max_steps, rows, float(ridge), levels == "train")
     targets = list(probes.target_classes(env))
     import pandas as pd
 
