@@ -55,13 +55,20 @@ class Config:
     encoder: str = "mlp"  # "mlp" or "cnn"
     hidden: int = 64
     recurrent: bool = False  # a GRU between encoder and heads; minibatches then split environments
-    # new levels drawn per rollout step, handed to the environments that finished (optimistic resets,
-    # ``GridEnv.step_batch``); 0: one level drawn for each environment at every step
-    resets: int = 0
+    # new levels drawn per rollout step, as a share of num_envs (at least one), handed in turn to the
+    # environments whose episode ended (optimistic resets, ``GridEnv.step_batch``); 1.0: one level drawn
+    # for each environment at every step (exact resets, also used for environments without step_batch).
+    # Domain randomization only: a curriculum chooses every level itself.
+    reset_share: float = 0.25
 
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
+
+    @property
+    def resets(self) -> int:
+        """New levels drawn per rollout step (``num_envs``: exact resets)."""
+        return min(self.num_envs, max(1, round(self.num_envs * self.reset_share)))
 
     @property
     def num_updates(self) -> int:
@@ -92,8 +99,9 @@ class Config:
                 f"ppo.Config.num_minibatches ({self.num_minibatches}) must divide num_envs ({self.num_envs}) "
                 "for a recurrent policy (minibatches are groups of whole environment sequences)"
             )
-        if self.resets < 0:
-            raise ValueError(f"ppo.Config.resets must be >= 0 (0: a level per environment), got {self.resets}")
+        if not 0 < self.reset_share <= 1:
+            raise ValueError(f"ppo.Config.reset_share is a share of num_envs in (0, 1] (1: a level per environment "
+                             f"at every step), got {self.reset_share}")
         if self.encoder not in ("mlp", "cnn"):
             raise ValueError(f"ppo.Config.encoder must be 'mlp' or 'cnn', got {self.encoder!r}")
         for name in ("lr", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "ent_coef", "vf_coef"):
@@ -192,13 +200,9 @@ def _entropy(logits):
 class Trainer:
     def __init__(self, config: Config, env, curriculum: curricula.Config | None = None):
         self.config = config.validate()
-        if config.resets and not hasattr(env, "step_batch"):
-            raise ValueError(f"ppo.Config.resets needs an environment with step_batch (a gridsim GridEnv); "
-                             f"{type(env).__name__} has none: leave resets at 0")
         self.curriculum = (curriculum or curricula.Config()).validate(config.num_envs, env)
-        if self.curriculum.active and config.resets:
-            raise ValueError("ppo.Config.resets draws new levels for domain randomization; a curriculum "
-                             f"({self.curriculum.method!r}) chooses every level itself: leave resets at 0")
+        # optimistic resets need a batched step (a gridsim GridEnv); other environments reset exactly
+        self.resets = config.resets if hasattr(env, "step_batch") and config.resets < config.num_envs else 0
         self.env = env
         network = RecurrentActorCritic if config.recurrent else ActorCritic
         self.network = network(env.num_actions, config.hidden, config.encoder)
@@ -271,18 +275,24 @@ class Trainer:
             return None
         return self.env.sample_layouts(jax.random.fold_in(state.key, 0xBA4C), state.env_params, self.config.num_envs)
 
+    def step_all(self, state: TrainState, levels=None):
+        """``(key, env_states, actions, params) -> step`` of every environment for one rollout step: on a
+        curriculum's ``levels`` (each environment replays its own), else with optimistic resets (``resets``
+        new levels a step from this update's bank of walls), else one fresh level per environment."""
+        c = self.config
+        bank = self.layout_bank(state) if levels is None else None
+        if levels is not None:
+            return lambda key, *args: jax.vmap(self.env.step_on, (0, 0, None, 0))(*args, levels)
+        if self.resets:
+            return functools.partial(self.env.step_batch, bank=bank, resets=self.resets)
+        step = self.env.step if bank is None else functools.partial(self.env.step, bank=bank)
+        return lambda key, *args: jax.vmap(step, (0, 0, 0, None))(jax.random.split(key, c.num_envs), *args)
+
     def _rollout(self, state: TrainState, levels=None):
         """``num_steps`` steps of every environment; with ``levels`` (a curriculum's), each environment
         replays its own level whenever an episode ends."""
         c = self.config
-        bank = self.layout_bank(state) if levels is None else None
-        if levels is not None:
-            step_all = lambda key, *args: jax.vmap(self.env.step_on, (0, 0, None, 0))(*args, levels)
-        elif c.resets:
-            step_all = functools.partial(self.env.step_batch, bank=bank, resets=c.resets)
-        else:
-            step = self.env.step if bank is None else functools.partial(self.env.step, bank=bank)
-            step_all = lambda key, *args: jax.vmap(step, (0, 0, 0, None))(jax.random.split(key, c.num_envs), *args)
+        step_all = self.step_all(state, levels)
 
         def one_step(carry, _):
             env_state, obs, hidden, reset, key = carry

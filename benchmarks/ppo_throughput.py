@@ -1,14 +1,15 @@
-"""PPO training throughput: gridsim's PPO against rejax's PPO on coin-at-end, many seeds at once.
+"""PPO training throughput on coin-at-end: gridsim's PPO beside rejax's, beside the engine's own
+env steps, and where one update's time goes.
 
-    python benchmarks/ppo_throughput.py                  # 1, 8, 64, 512 seeds (~10 min on 2 CPU cores)
+    python benchmarks/ppo_throughput.py                  # 1, 64, 1024, 4096 seeds (~40 min on 2 CPU cores)
     python benchmarks/ppo_throughput.py --seeds 64       # one seed count
-    python benchmarks/ppo_throughput.py --quick          # 1 and 4 seeds with the profile, a minute or two
+    python benchmarks/ppo_throughput.py --quick          # 1 and 4 seeds with a profile, a few minutes
     python benchmarks/ppo_throughput.py --smoke --out-dir /tmp/bench  # seconds: 1 seed, one update each
 
-Every (implementation, seeds) runs in its own subprocess, so peak RSS is per configuration
+Every (implementation, seeds) runs in its own subprocess, so peak memory is per configuration
 and no compilation cache is shared. Writes
 ``benchmarks/results/ppo_throughput-<platform>-<time>.{json,md}`` and prints the Markdown
-table. The method is described in ``benchmarks/README.md``.
+tables. The method is described in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark this checkout's gridsim and agents, whatever is installed
 
-# gridsim sets its XLA_FLAGS default on import. Importing jax starts no backend, so the flags
-# apply as long as gridsim is imported before any computation; the workers inherit them from
-# this process's environment and import gridsim before rejax, so rejax runs under the same flags.
+# gridsim sets its XLA_FLAGS defaults on import (one host device per core among them). Importing jax
+# starts no backend, so the flags apply as long as gridsim is imported before any computation; the
+# workers inherit them from this process's environment and import gridsim before rejax, so rejax
+# runs under the same flags.
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from env_throughput import device_info, fmt  # noqa: E402
@@ -47,26 +49,44 @@ UPDATE_STEPS = PPO["num_envs"] * PPO["num_steps"]  # env steps per PPO update, p
 # only a multiple of two updates gives it exactly the env steps gridsim does.
 EVAL_FREQ = 4096
 OTHERS_MAX = 0.2  # cores other processes may use during a timed call (see worker)
+# "-devices": the seeds split evenly over the local devices by jax.pmap, as gridsim's sweeps run them
+IMPLS = ("gridsim", "gridsim-devices", "rejax", "rejax-devices", "rejax-eval", "engine", "profile")
 
 
 # ---- worker: one configuration, in its own process -------------------------------------------
 
 
-def gridsim_train(seeds: int, timesteps: int, epochs: int):
+def _config(timesteps: int, epochs: int = PPO["update_epochs"]):
     from agents import ppo
 
-    env, params = gridsim.make(ENV)
-    config = ppo.Config(
+    return ppo.Config(
         num_envs=PPO["num_envs"], num_steps=PPO["num_steps"], total_timesteps=timesteps, update_epochs=epochs,
         num_minibatches=PPO["num_minibatches"], hidden=PPO["hidden"], encoder="mlp", **HYPER,
     )
-    train = jax.jit(jax.vmap(ppo.make_train(config, env), (0, None)))
-    args = (jax.random.split(jax.random.key(0), seeds), params.train(alpha=0.0))
+
+
+def _over_devices(vmapped, keys, broadcast=()):
+    """``vmapped(keys, *broadcast)`` with the seeds split evenly over the local devices (``jax.pmap``)."""
+    devices = jax.local_device_count()
+    if keys.shape[0] % devices:
+        raise SystemExit(f"{keys.shape[0]} seeds do not split evenly over {devices} devices")
+    program = jax.pmap(vmapped, in_axes=(0,) + (None,) * len(broadcast))
+    return program, (keys.reshape((devices, -1) + keys.shape[1:]), *broadcast)
+
+
+def gridsim_train(seeds: int, timesteps: int, epochs: int, devices: bool):
+    from agents import ppo
+
+    env, params = gridsim.make(ENV)
+    config = _config(timesteps, epochs)
+    train = jax.vmap(ppo.make_train(config, env), (0, None))
+    keys, params = jax.random.split(jax.random.key(0), seeds), params.train(alpha=0.0)
+    program, args = _over_devices(train, keys, (params,)) if devices else (jax.jit(train), (keys, params))
     env_steps = lambda out: int(out.state.update.sum()) * config.batch_size
-    return train, args, env_steps, {}
+    return program, args, env_steps, {"devices": jax.local_device_count() if devices else 1}
 
 
-def rejax_train(seeds: int, timesteps: int, epochs: int, default_eval: bool):
+def rejax_train(seeds: int, timesteps: int, epochs: int, default_eval: bool, devices: bool):
     import rejax
 
     # rejax calls the five-value step (obs, state, reward, done, info) of PureJaxRL and gymnax
@@ -89,43 +109,53 @@ def rejax_train(seeds: int, timesteps: int, epochs: int, default_eval: bool):
         # create() installs a 128-episode evaluation that train() runs every eval_freq steps
         # and cannot switch off; a no-op callback removes it from the compiled program.
         algo = algo.replace(eval_callback=lambda algo, ts, rng: ())
-    train = jax.jit(jax.vmap(algo.train))  # rejax's documented way to train many seeds
     keys = jax.random.split(jax.random.key(0), seeds)
+    train = jax.vmap(algo.train)  # rejax's documented way to train many seeds, under jax.jit
+    program, args = _over_devices(train, keys) if devices else (jax.jit(train), (keys,))
     env_steps = lambda out: int(out[0].global_step.sum())
     # What rejax's networks see: the env's observations as stored in its trajectories.
     obs = jax.eval_shape(algo.init_state, keys[0]).last_obs
     info = {"network_input": f"{tuple(obs.shape[1:])} {obs.dtype}, flattened; its first Dense casts to float32",
-            "eval": "rejax default (128 episodes every 4096 steps)" if default_eval else "none"}
-    return train, (keys,), env_steps, info
+            "eval": "rejax default (128 episodes every 4096 steps)" if default_eval else "none",
+            "devices": jax.local_device_count() if devices else 1}
+    return program, args, env_steps, info
 
 
-def env_only(seeds: int, timesteps: int, epochs: int):
-    """The env steps of gridsim's PPO rollout without the network: the same key splits and
-    vmapped ``env.step`` per step, uniformly random actions instead of sampled ones."""
+def engine(seeds: int, timesteps: int, epochs: int):
+    """The env steps of gridsim's PPO rollout without the network, on one device: the trainer's own
+    step (``Trainer.step_all``: optimistic resets, a bank of walls per update), the same key splits,
+    uniformly random actions instead of sampled ones; ``seeds * num_envs`` environments in all."""
+    from agents import ppo
+
     env, params = gridsim.make(ENV)
-    params = params.train(alpha=0.0)
+    trainer = ppo.make_train(_config(timesteps), env)
     n, steps = PPO["num_envs"], PPO["num_steps"]
 
     def one_seed(key):
-        obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(key, n), params)
+        state = trainer.init(key, params.train(alpha=0.0))
 
-        def step(carry, _):
-            state, key, checksum = carry
-            key, k_act, k_env = jax.random.split(key, 3)
-            action = jax.random.randint(k_act, (n,), 0, env.num_actions)
-            obs, state, reward, done, _ = jax.vmap(env.step, (0, 0, 0, None))(
-                jax.random.split(k_env, n), state, action, params
-            )
-            # consuming obs and reward keeps XLA from dropping the observation code
-            return (state, key, checksum + jnp.sum(obs, dtype=jnp.int32) + jnp.sum(reward).astype(jnp.int32)), None
+        def update(carry, _):
+            env_state, key, checksum = carry
+            step_all = trainer.step_all(state.replace(key=key))
+
+            def step(carry, _):
+                env_state, key, checksum = carry
+                key, k_act, k_env = jax.random.split(key, 3)
+                action = jax.random.randint(k_act, (n,), 0, env.num_actions)
+                obs, env_state, reward, done, info = step_all(k_env, env_state, action, state.env_params)
+                # consuming what PPO reads keeps XLA from dropping the observation code
+                used = jnp.sum(obs, dtype=jnp.int32) + jnp.sum(info["final_observation"], dtype=jnp.int32)
+                return (env_state, key, checksum + used + jnp.sum(reward).astype(jnp.int32)), None
+
+            return jax.lax.scan(step, (env_state, key, checksum), None, length=steps)[0], None
 
         updates = timesteps // (n * steps)
-        rollout = lambda carry, _: jax.lax.scan(step, carry, None, length=steps)
-        (_, _, checksum), _ = jax.lax.scan(rollout, (state, key, jnp.int32(0)), None, length=updates)
+        (_, _, checksum), _ = jax.lax.scan(update, (state.env_state, state.key, jnp.int32(0)), None, length=updates)
         return checksum
 
-    train = jax.jit(jax.vmap(one_seed))
-    return train, (jax.random.split(jax.random.key(0), seeds),), lambda out: seeds * timesteps, {}
+    info = {"resets_per_step": trainer.resets, "devices": 1}
+    keys = jax.random.split(jax.random.key(0), seeds)
+    return jax.jit(jax.vmap(one_seed)), (keys,), lambda out: seeds * timesteps, info
 
 
 def busy_cpu_s() -> float | None:
@@ -138,51 +168,58 @@ def busy_cpu_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def worker(args) -> dict:
-    impl, seeds, timesteps = args.worker, args.seeds[0], args.timesteps
-    rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if impl == "gridsim":
-        train, inputs, env_steps, info = gridsim_train(seeds, timesteps, args.epochs)
-    elif impl in ("rejax", "rejax-eval"):
-        train, inputs, env_steps, info = rejax_train(seeds, timesteps, args.epochs, impl == "rejax-eval")
-    else:
-        train, inputs, env_steps, info = env_only(seeds, timesteps, args.epochs)
-
-    start = time.perf_counter()
-    compiled = train.lower(*inputs).compile()
-    compile_s = time.perf_counter() - start
-    # The machine may be shared: a call during which other processes used more than
-    # OTHERS_MAX cores is set aside, and up to 3 * repeats calls are made to get `repeats`
-    # quiet ones (if they never come, all calls count and `quiet` is false).
+def timed_calls(call, repeats: int) -> tuple[list[dict], bool, object]:
+    """A warm-up call, then calls until ``repeats`` quiet ones (others used at most OTHERS_MAX cores),
+    at most ``1 + 3 * repeats`` in all; ``(calls, quiet, last output)``."""
     calls = []
-    while len(calls) < 1 + 3 * args.repeats:  # the first call is a warm-up
+    while True:
         wall, cpu, busy = time.perf_counter(), time.process_time(), busy_cpu_s()
-        out = jax.block_until_ready(compiled(*inputs))
+        out = jax.block_until_ready(call())
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         others = max(0.0, busy_cpu_s() - busy - cpu) if busy is not None else 0.0
         calls.append({"s": wall, "cores": cpu / wall, "others_cores": others / wall})
         quiet = [c for c in calls[1:] if c["others_cores"] <= OTHERS_MAX]
-        if len(quiet) >= args.repeats:
-            break
-    timed = quiet if len(quiet) >= args.repeats else calls[1:]
+        if len(quiet) >= repeats or len(calls) >= 1 + 3 * repeats:
+            return calls, len(quiet) >= repeats, out
+
+
+def worker(args) -> dict:
+    impl, seeds, timesteps = args.worker, args.seeds[0], args.timesteps
+    if impl == "profile":
+        return profile_update(seeds, args.repeats)
+    rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if impl.startswith("gridsim"):
+        train, inputs, env_steps, info = gridsim_train(seeds, timesteps, args.epochs, impl.endswith("-devices"))
+    elif impl.startswith("rejax"):
+        train, inputs, env_steps, info = rejax_train(seeds, timesteps, args.epochs, impl == "rejax-eval",
+                                                     impl.endswith("-devices"))
+    else:
+        train, inputs, env_steps, info = engine(seeds, timesteps, args.epochs)
+
+    start = time.perf_counter()
+    compiled = train.lower(*inputs).compile() if hasattr(train, "lower") else train
+    compile_s = time.perf_counter() - start
+    # The machine may be shared: calls during which other processes used more than OTHERS_MAX cores
+    # are set aside (if quiet calls never come, all calls count and `quiet` is false).
+    calls, quiet, out = timed_calls(lambda: compiled(*inputs), args.repeats)
+    timed = [c for c in calls[1:] if c["others_cores"] <= OTHERS_MAX] if quiet else calls[1:]
     seconds = [c["s"] for c in timed]
     steps = env_steps(out)
     if steps != seeds * timesteps:
         raise RuntimeError(f"{impl} did {steps} env steps, expected {seeds * timesteps}")
-    device = jax.devices()[0]
-    memory = device.memory_stats() or {}  # None on CPU; on GPU the device's own peak
+    memory = jax.devices()[0].memory_stats() or {}  # None on CPU; on GPU the device's own peak
     return {
         "impl": impl,
         "seeds": seeds,
         "timesteps_per_seed": timesteps,
         "update_epochs": args.epochs,
         "env_steps_per_call": steps,
-        "compile_s": compile_s,
+        "compile_s": compile_s,  # pmap compiles inside its first call, which is then the warm-up
         "first_call_s": calls[0]["s"],
         "seconds": seconds,
         "median_s": statistics.median(seconds),
         "steps_per_s": steps / statistics.median(seconds),
-        "quiet": timed is quiet,
+        "quiet": quiet,
         "calls": calls,  # each: wall seconds, cores this process used, cores other processes used
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_import_mb": rss_after_import,
@@ -194,6 +231,94 @@ def worker(args) -> dict:
     }
 
 
+# ---- the profile of one update ---------------------------------------------------------------
+
+
+def profile_update(seeds: int, repeats: int) -> dict:
+    """Milliseconds of one PPO update of ``seeds`` seeds (vmapped, one device), whole and by part, each
+    part compiled on its own and run on the state after one update: the rollout (its env steps, the
+    network's forward pass and sampling, the values of the observations after each step), the
+    advantages, and per epoch the shuffle, the minibatches' gradients and the optimizer. Parts run
+    alone lose the fusion across their borders, so they need not add up to the whole."""
+    import optax
+
+    from agents import ppo
+
+    env, params = gridsim.make(ENV)
+    config = _config(UPDATE_STEPS)
+    trainer = ppo.make_train(config, env)
+    c, n, steps = config, PPO["num_envs"], PPO["num_steps"]
+    keys = jax.random.split(jax.random.key(0), seeds)
+    state = jax.jit(jax.vmap(lambda k: trainer.segment(trainer.init(k, params.train(alpha=0.0)), 1)[0]))(keys)
+    _, transitions, _ = jax.jit(jax.vmap(trainer._rollout))(state)
+
+    def env_steps(s, actions):  # the rollout's env steps alone, on the actions it took
+        step_all = trainer.step_all(s)
+
+        def step(carry, action):
+            env_state, key = carry
+            key, k_env = jax.random.split(key)
+            obs, env_state, reward, done, info = step_all(k_env, env_state, action, s.env_params)
+            return (env_state, key), (obs, info["final_observation"], reward, done)
+
+        return jax.lax.scan(step, (s.env_state, s.key), actions)[1]
+
+    def forward(s, obs):  # the rollout's network calls: one per step, then sampling
+        def step(key, o):
+            key, k = jax.random.split(key)
+            _, logits, value = trainer.network.apply(s.network, s.hidden, o, s.reset)
+            action = jax.random.categorical(k, logits)
+            return key, (action, ppo._log_prob(logits, action), value)
+
+        return jax.lax.scan(step, s.key, obs)[1]
+
+    def final_values(s, obs):
+        flat = obs.reshape((steps * n,) + obs.shape[2:])
+        return trainer.network.apply(s.network, jnp.zeros((steps * n, 0)), flat, jnp.zeros(steps * n, bool))[2]
+
+    advantages = lambda t: trainer._advantages(t, t.value[-1])
+    adv, targets = jax.jit(jax.vmap(advantages))(transitions)
+
+    def shuffle(key, t, a, tg):
+        order = ppo._permutation(key, c.batch_size)
+        return jax.tree_util.tree_map(
+            lambda x: x.reshape((c.batch_size,) + x.shape[2:])[order].reshape((c.num_minibatches, -1) + x.shape[2:]),
+            (t, a, tg))
+
+    batches = jax.jit(jax.vmap(shuffle))(keys, transitions, adv, targets)
+    first = jax.tree_util.tree_map(lambda x: x[:, 0], batches)
+    mb = c.batch_size // c.num_minibatches
+    gradient = lambda net, b: jax.grad(lambda p: trainer._loss(p, jnp.zeros((mb, 0)), *b)[0])(net)
+    grads = jax.jit(jax.vmap(gradient))(state.network, first)
+
+    def optimizer(g, opt_state, net):
+        updates, opt_state = trainer.optimizer.update(g, opt_state, net)
+        return optax.apply_updates(net, updates), opt_state
+
+    per_update = c.update_epochs * c.num_minibatches
+    parts = {  # name: (program, its inputs, how many times one update runs it)
+        "update (whole)": (jax.vmap(lambda s: trainer._update(s)[0]), (state,), 1),
+        "rollout (whole)": (jax.vmap(trainer._rollout), (state,), 1),
+        "rollout: env steps": (jax.vmap(env_steps), (state, transitions.action), 1),
+        "rollout: network forward and sampling": (jax.vmap(forward), (state, transitions.obs), 1),
+        "rollout: values after each step": (jax.vmap(final_values), (state, transitions.obs), 1),
+        "advantages": (jax.vmap(advantages), (transitions,), 1),
+        "shuffle": (jax.vmap(shuffle), (keys, transitions, adv, targets), c.update_epochs),
+        "minibatch gradients": (jax.vmap(gradient), (state.network, first), per_update),
+        "optimizer": (jax.vmap(optimizer), (grads, state.opt_state, state.network), per_update),
+    }
+    timings = {}
+    for name, (program, inputs, count) in parts.items():
+        compiled = jax.jit(program).lower(*inputs).compile()
+        calls, quiet, _ = timed_calls(lambda compiled=compiled, inputs=inputs: compiled(*inputs), repeats)
+        ms = 1e3 * statistics.median(c_["s"] for c_ in calls[1:])
+        timings[name] = {"ms_per_call": ms, "calls_per_update": count, "ms_per_update": ms * count, "quiet": quiet}
+    whole = timings["update (whole)"]["ms_per_update"]
+    return {"impl": "profile", "seeds": seeds, "env_steps_per_update": seeds * UPDATE_STEPS,
+            "steps_per_s": seeds * UPDATE_STEPS / (whole / 1e3), "parts": timings,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 # ---- driver -----------------------------------------------------------------------------------
 
 
@@ -202,8 +327,12 @@ def run_config(impl: str, seeds: int, timesteps: int, epochs: int, repeats: int)
            "--epochs", str(epochs), "--repeats", str(repeats)]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)  # stderr passes through
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    if impl == "profile":
+        print(f"profile     seeds={seeds:<5d} one update {result['parts']['update (whole)']['ms_per_update']:,.1f} ms",
+              file=sys.stderr)
+        return result
     calls = " ".join(f"{c['s']:.1f}s/{c['others_cores']:.2f}" for c in result["calls"])
-    print(f"{impl:11s} seeds={seeds:<5d} epochs={epochs} T={timesteps:<8d} {result['steps_per_s']:>12,.0f} "
+    print(f"{impl:15s} seeds={seeds:<5d} epochs={epochs} T={timesteps:<8d} {result['steps_per_s']:>13,.0f} "
           f"env-steps/s  compile {result['compile_s']:.1f}s  peak RSS {result['peak_rss_mb']:,.0f} MB  "
           f"calls (s/other processes' cores) {calls}", file=sys.stderr)
     return result
@@ -225,14 +354,6 @@ def wait_for_quiet(max_load: float, timeout_s: float) -> list:
     return seen
 
 
-def git_state() -> dict | None:
-    try:
-        run = lambda *cmd: subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        return {"commit": run("rev-parse", "HEAD").strip(), "status": run("status", "--porcelain").splitlines()}
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def _version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -240,85 +361,70 @@ def _version(name: str) -> str | None:
         return None
 
 
-def profile(results: dict) -> dict:
-    """Where training time goes, from runs that differ in one part, as seconds per env step:
-    4 epochs - 1 epoch = 3 epochs of minibatch updates; the rest is the rollout (env, network
-    forward, sampling), advantages and init; "env" is the rollout's env steps alone."""
-    seeds = results["profile"][0]["seeds"]
-    cost = {(r["impl"], r["update_epochs"]): 1 / r["steps_per_s"]
-            for r in results["runs"] + results["profile"] if r["seeds"] == seeds}
-    epochs = PPO["update_epochs"]
-    out = {}
-    for impl in ("gridsim", "rejax"):
-        if (impl, 1) in cost and (impl, epochs) in cost:
-            total, one = cost[impl, epochs], cost[impl, 1]
-            update = epochs * (total - one) / (epochs - 1) / total
-            out[impl] = {"seeds": seeds, "update": update, "rollout_and_rest": 1 - update}
-    if "gridsim" in out and ("env", 1) in cost:
-        out["gridsim"]["env_steps"] = cost["env", 1] / cost["gridsim", epochs]
-    return out
-
-
 def markdown(results: dict) -> str:
-    runs = results["runs"]
-    rejax = {r["seeds"]: r["steps_per_s"] for r in runs if r["impl"] == "rejax"}
-    lines = ["| impl | seeds | steps/seed | env-steps/s (median) | compile s | peak RSS MB | gridsim ÷ rejax |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    runs, devices = results["runs"], results["device"]["local_devices"]
+    by = {(r["impl"], r["seeds"]): r["steps_per_s"] for r in runs}
+    ratio = lambda a, b: fmt(a / b) if a and b else ""
+    cell = lambda x: fmt(x) if x else ""
+    lines = [f"| seeds | gridsim | gridsim, seeds over {devices} devices | engine, same batch | gridsim ÷ engine "
+             f"| rejax | rejax, seeds over {devices} devices | gridsim ÷ rejax "
+             f"| on {devices} devices: gridsim ÷ rejax |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for seeds in sorted({r["seeds"] for r in runs}):
+        g, gd, e = by.get(("gridsim", seeds)), by.get(("gridsim-devices", seeds)), by.get(("engine", seeds))
+        r, rd = by.get(("rejax", seeds)), by.get(("rejax-devices", seeds))
+        lines.append(f"| {seeds} | {cell(g)} | {cell(gd)} | {cell(e)} | {ratio(max(g or 0, gd or 0), e)} | {cell(r)} "
+                     f"| {cell(rd)} | {ratio(g, r)} | {ratio(gd, rd)} |")
+    lines += ["", "env-steps/s (median of the timed calls); the engine's row steps seeds x num_envs environments "
+              "with random actions through PPO's own step, on one device.", ""]
     for r in runs:
-        ratio = fmt(r["steps_per_s"] / rejax[r["seeds"]]) if r["impl"] == "gridsim" and r["seeds"] in rejax else ""
-        lines.append(f"| {r['impl']} | {r['seeds']} | {r['timesteps_per_seed']:,} | {fmt(r['steps_per_s'])} | "
-                     f"{r['compile_s']:.1f} | {r['peak_rss_mb']:,.0f} | {ratio} |")
-    lines.append("")
-    for r in runs + results["profile"]:
         if not r["quiet"]:
-            lines.append(f"- {r['impl']} at {r['seeds']} seeds ({r['update_epochs']} epochs): other processes "
-                         "were running during its timed calls")
-    for impl in ("gridsim", "rejax"):
-        sps = {r["seeds"]: r["steps_per_s"] for r in runs if r["impl"] == impl}
-        if 1 in sps and 64 in sps:
-            lines.append(f"- {impl}: 64 seeds vs 1 seed, total env-steps/s: {sps[64] / sps[1]:.1f}x")
-    largest = max(r["seeds"] for r in runs)
-    for r in runs:
-        if r["seeds"] == largest:
-            device = f", device peak {r['device_peak_mb']:,.0f} MB" if r["device_peak_mb"] else ""
-            lines.append(f"- peak RSS at {largest} seeds, {r['impl']}: {r['peak_rss_mb']:,.0f} MB "
-                         f"(after imports: {r['rss_after_import_mb']:,.0f} MB){device}")
-    for impl, p in results["breakdown"].items():
-        parts = [f"minibatch updates {p['update']:.0%}", f"rollout, advantages and init {p['rollout_and_rest']:.0%}"]
-        if "env_steps" in p:
-            parts.append(f"of which env steps alone {p['env_steps']:.0%}")
-        lines.append(f"- {impl} at {p['seeds']} seeds, share of training time: " + ", ".join(parts))
-    for r in results["profile"]:
+            lines.append(f"- {r['impl']} at {r['seeds']} seeds: other processes were running during its timed calls")
         if r["impl"] == "rejax-eval":
-            plain = next(x for x in runs if x["impl"] == "rejax" and x["seeds"] == r["seeds"])
+            plain = by.get(("rejax", r["seeds"]))
             lines.append(f"- rejax with its default evaluation at {r['seeds']} seeds: {fmt(r['steps_per_s'])} "
-                         f"env-steps/s ({r['steps_per_s'] / plain['steps_per_s']:.2f}x of rejax without it)")
+                         f"env-steps/s" + (f" ({r['steps_per_s'] / plain:.2f}x of rejax without it)" if plain else ""))
+    for r in runs:
+        if r["impl"] in ("gridsim", "rejax") and r["seeds"] == max(x["seeds"] for x in runs if x["impl"] == r["impl"]):
+            device = f", device peak {r['device_peak_mb']:,.0f} MB" if r["device_peak_mb"] else ""
+            lines.append(f"- peak RSS at {r['seeds']} seeds, {r['impl']}: {r['peak_rss_mb']:,.0f} MB{device}")
+    for p in results["profile"]:
+        whole = p["parts"]["update (whole)"]["ms_per_update"]
+        lines += ["", f"One update at {p['seeds']} seeds ({p['env_steps_per_update']:,} env steps, "
+                      f"{fmt(p['steps_per_s'])} env-steps/s), each part compiled alone:", "",
+                  "| part | ms per call | calls per update | ms per update | share of the whole |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, t in p["parts"].items():
+            lines.append(f"| {name} | {t['ms_per_call']:,.2f} | {t['calls_per_update']} | {t['ms_per_update']:,.1f} "
+                         f"| {t['ms_per_update'] / whole:.0%} |")
     return "\n".join(lines)
 
 
 def parse_args(argv=None):
     ints = lambda s: [int(x) for x in s.split(",") if x]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=ints, default=[1, 8, 64, 512], help="comma-separated seed counts")
-    p.add_argument("--gpu-seeds", type=ints, default=[1024, 4096], help="added when the platform is gpu")
-    p.add_argument("--impls", default="gridsim,rejax", help="comma-separated: gridsim, rejax")
+    p.add_argument("--seeds", type=ints, default=[1, 64, 1024, 4096], help="comma-separated seed counts")
+    p.add_argument("--rejax-seeds", type=ints, default=[1, 8, 64], help="seed counts rejax also runs at")
+    p.add_argument("--impls", default="gridsim,gridsim-devices,rejax,rejax-devices,engine",
+                   help="comma-separated: gridsim, gridsim-devices, rejax, rejax-devices, engine")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per configuration; the median is reported")
-    # ~50k env-steps/s on 2 CPU cores: 2^18 keeps a call near 5 s up to 64 seeds (512: one update, 20 s)
+    # ~70k env-steps/s on 2 CPU cores: 2^18 keeps a call near 4 s up to 64 seeds (1024: one update, 30 s)
     p.add_argument("--target-steps", type=int, default=2**18, help="env steps per timed call, over all seeds")
     p.add_argument("--timesteps", type=int, default=0, help="fixed env steps per seed (default: from --target-steps)")
-    p.add_argument("--profile-seeds", type=int, default=64, help="seed count of the profile runs (0: none)")
+    p.add_argument("--profile-seeds", type=ints, default=[64, 1024, 4096],
+                   help="seed counts of the profile of one update (empty: none)")
     p.add_argument("--max-load", type=float, default=0.8, help="wait (up to 10 min) for a lower 1-minute load")
     p.add_argument("--quick", action="store_true", help="1 and 4 seeds, 8192 steps, 1 repeat, profile at 4 seeds")
     p.add_argument("--smoke", action="store_true",
                    help="seconds, for the tests: 1 seed, one PPO update, 1 repeat, no profile, no waiting for load")
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, default=PPO["update_epochs"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.gpu_seeds, args.timesteps, args.repeats, args.profile_seeds = [1, 4], [], 8192, 1, 4
+        args.seeds, args.rejax_seeds, args.timesteps, args.repeats, args.profile_seeds = [1, 4], [1, 4], 8192, 1, [4]
     if args.smoke:
-        args.seeds, args.gpu_seeds, args.timesteps, args.repeats, args.profile_seeds = [1], [], UPDATE_STEPS, 1, 0
+        args.seeds, args.rejax_seeds, args.timesteps, args.repeats, args.profile_seeds = [1], [1], UPDATE_STEPS, 1, []
     return args
 
 
@@ -328,32 +434,32 @@ def main(argv=None):
         print(json.dumps(worker(args)))
         return
     impls = args.impls.split(",")
-    if "rejax" in impls and importlib.util.find_spec("rejax") is None:
+    if importlib.util.find_spec("rejax") is None:
         # not installed: skipped (installed but broken, it fails loudly in its worker)
         print("rejax is not installed: skipping its runs", file=sys.stderr)
-        impls.remove("rejax")
+        impls = [i for i in impls if not i.startswith("rejax")]
     loads = wait_for_quiet(args.max_load, 0 if args.smoke else 600)
     info = device_info()
+    info["local_devices"] = jax.local_device_count()
     info["loadavg_waited"] = loads
     info["versions"] = {name: _version(name) for name in ("jaxlib", "flax", "optax", "gymnax", "rejax", "distrax")}
-    info["gridsim_git"] = git_state()
-    seeds = args.seeds + (args.gpu_seeds if info["platform"] == "gpu" else [])
-    print(f"# {info['platform']} {info['device_kind']} ({info['cpu_model']}, {info['cpus_usable']} cores), "
-          f"jax {info['jax']}, XLA_FLAGS={info['xla_flags']!r}, load {info['loadavg_start']}", file=sys.stderr)
+    print(f"# {info['platform']} {info['device_kind']} ({info['cpu_model']}, {info['cpus_usable']} cores, "
+          f"{info['local_devices']} devices), jax {info['jax']}, XLA_FLAGS={info['xla_flags']!r}, "
+          f"load {info['loadavg_start']}", file=sys.stderr)
 
-    runs = [run_config(impl, n, timesteps_for(n, args), PPO["update_epochs"], args.repeats)
-            for n in seeds for impl in impls]
-    extra = []
-    if args.profile_seeds:
-        n = args.profile_seeds
-        t = timesteps_for(n, args, EVAL_FREQ)  # rejax-eval needs whole eval blocks
-        # env steps alone run ~40x faster than training: 16x as many make a call long enough to time
-        extra = [run_config("env", n, 16 * t, 1, args.repeats)]
-        extra += [run_config(impl, n, t, 1, args.repeats) for impl in impls]
-        if n not in seeds:  # the 4-epoch runs to compare with
-            extra += [run_config(impl, n, t, PPO["update_epochs"], args.repeats) for impl in impls]
-        if "rejax" in impls:
-            extra.append(run_config("rejax-eval", n, t, PPO["update_epochs"], args.repeats))
+    runs = []
+    for n in args.seeds:
+        for impl in impls:
+            splits = n % info["local_devices"] == 0 and info["local_devices"] > 1
+            if impl.startswith("rejax") and n not in args.rejax_seeds or impl.endswith("-devices") and not splits:
+                continue
+            runs.append(run_config(impl, n, timesteps_for(n, args), PPO["update_epochs"], args.repeats))
+    if "rejax" in impls and args.rejax_seeds and not args.smoke:  # what rejax's default evaluation costs
+        n = max(args.rejax_seeds)
+        runs.append(run_config("rejax-eval", n, timesteps_for(n, args, EVAL_FREQ), PPO["update_epochs"], args.repeats))
+    # the biggest programs run once after a warm-up: one update of 4096 seeds is minutes on 2 CPU cores
+    profile = [run_config("profile", n, UPDATE_STEPS, PPO["update_epochs"], args.repeats if n <= 64 else 1)
+               for n in args.profile_seeds]
 
     info["loadavg_end"] = os.getloadavg()
     results = {
@@ -363,16 +469,16 @@ def main(argv=None):
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "argv": sys.argv,
         "runs": runs,
-        "profile": extra,
+        "profile": profile,
     }
-    results["breakdown"] = profile(results) if extra else {}
     table = markdown(results)
     print(table)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"ppo_throughput-{info['platform']}-{stamp}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    header = f"Device: {info['devices']} {info['cpu_model']} ({info['cpus_usable']} cores), jax {info['jax']}"
+    header = (f"Device: {info['devices']} {info['cpu_model']} ({info['cpus_usable']} cores), jax {info['jax']}, "
+              f"XLA_FLAGS {info['xla_flags']!r}")
     stem.with_suffix(".md").write_text(f"{header}\n\n{table}\n")
     print(f"wrote {stem}.json and .md", file=sys.stderr)
 

@@ -201,7 +201,8 @@ def cmd_compare(args) -> int:
     from experiments.report import format_comparison
 
     sweeps = [load_sweep(d, args.all_seeds) for d in args.directories]  # each refused, naming it, before drawing
-    print(format_comparison([(f"{s.directory.name}: {training_label(s)}", s.summary, s.swept) for s in sweeps]))
+    print(format_comparison([(f"{s.directory.name}: {training_label(s)}", s.summary, s.swept) for s in sweeps],
+                            [s.table for s in sweeps], args.all_seeds))
     if args.all_seeds:
         print("rates over every seed that did not diverge, capable or not")
     for path in compare(args.directories, args.out, args.all_seeds):

@@ -67,6 +67,23 @@ def bootstrap_mean_interval(values, z: float = Z95, resamples: int = 2000) -> tu
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
+def difference_test(a, b, z: float = Z95, resamples: int = 2000) -> tuple[float, float, float, float]:
+    """Whether per-seed values ``b`` differ from ``a`` (two groups of agents; NaNs left out):
+    ``(mean(b) - mean(a), low, high, p)``, with a percentile bootstrap interval for the difference
+    (each group resampled on its own, fixed resampling seed) and the two-sided Mann-Whitney p-value
+    of no difference. NaNs where a group has fewer than two values."""
+    a, b = (np.asarray(x, dtype=float) for x in (a, b))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size < 2 or b.size < 2:
+        return np.nan, np.nan, np.nan, np.nan
+    rng = np.random.default_rng(0)
+    differences = rng.choice(b, (resamples, b.size)).mean(axis=1) - rng.choice(a, (resamples, a.size)).mean(axis=1)
+    tail = 0.5 * math.erfc(z / math.sqrt(2))
+    _, p = auroc_test(np.concatenate([a, b]), np.r_[np.zeros(a.size, bool), np.ones(b.size, bool)])
+    return (float(b.mean() - a.mean()), float(np.quantile(differences, tail)),
+            float(np.quantile(differences, 1 - tail)), p)
+
+
 def wilson_interval(successes, trials, z: float = Z95):
     """Wilson score interval for ``successes`` out of ``trials`` (arrays broadcast).
 

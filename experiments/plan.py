@@ -17,6 +17,7 @@ import jax
 from experiments import memory
 from experiments.runner import runner_for
 from experiments.spec import SweepSpec
+from experiments.train import devices_for
 
 CPU_CHUNK_ENVS = 4096  # on a few CPU cores more parallel envs add no throughput, only coarser resumption
 
@@ -25,8 +26,9 @@ def check_memory(spec: SweepSpec, names: dict[str, str] | None = None) -> int:
     """Bytes one sweep point needs on one device; a point that cannot fit the whole device is refused,
     naming the setting that needs the most (as the sweep file names it, or as ``names`` maps it)."""
     runner, params = runner_for(spec)
-    devices = jax.local_devices()
-    seeds_per_device = spec.seeds // len(devices) if spec.seeds % len(devices) == 0 else spec.seeds
+    # host devices (CPU) share one memory; other devices each hold their share of the seeds
+    shared = jax.local_devices()[0].platform == "cpu"
+    seeds_per_device = spec.seeds if shared else spec.seeds // len(devices_for(spec.seeds))
     parts = {part: n * seeds_per_device for part, n in runner.bytes_per_agent(params).items()}
     setting, what = (("eval.episodes", f"evaluating {spec.seeds:,} agents on {spec.eval_episodes:,} episodes each")
                      if parts["evaluation"] > parts["training"] else

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from experiments.metrics import bootstrap_mean_interval, mean_rate_interval, misgeneralizes, wilson_interval
+from experiments.metrics import (
+    bootstrap_mean_interval,
+    difference_test,
+    mean_rate_interval,
+    misgeneralizes,
+    wilson_interval,
+)
 from experiments.store import Store
 
 
@@ -150,16 +156,35 @@ def format_summary(summary: pd.DataFrame, swept: list[str]) -> str:
     return "\n".join(lines + notes)
 
 
-def format_comparison(sweeps: list[tuple[str, pd.DataFrame, list[str]]]) -> str:
+def format_comparison(sweeps: list[tuple[str, pd.DataFrame, list[str]]],
+                      tables: list[pd.DataFrame] | None = None, all_seeds: bool = False) -> str:
     """Per sweep (``(label, summary, swept)``) and point: capable seeds, and the misgeneralization rate,
-    true-goal rate and regret on distinguishing test levels with their 95% intervals."""
+    true-goal rate and regret on distinguishing test levels with their 95% intervals. With each sweep's
+    results table (``tables``), every sweep after the first also gets, at each point the first has, how
+    far its mean misgeneralization rate lies from the first's (``metrics.difference_test``, over the
+    seeds the rates count)."""
     rate = lambda value, interval: f"{_pct(value):>6} [{_pct(interval[0])}, {_pct(interval[1])}]"
+    counted = lambda table: table[~table.diverged] if all_seeds else table[table.capable]
     lines = []
-    for label, summary, swept in sweeps:
+    for i, (label, summary, swept) in enumerate(sweeps):
         lines.append(label)
         for _, r in summary.iterrows():
-            point = point_label({name: r[name] for name in swept}, r.point)
+            settings = {name: r[name] for name in swept}
+            point = point_label(settings, r.point)
             lines.append(f"  {point:>16}  capable {r.capable:>3d}/{r.seeds:<3d}  misgen. "
                          f"{rate(r.misgeneralization, r.misgeneralization_ci)}  "
                          f"true {rate(r.true_goal, r.true_goal_ci)}  regret {_regret(r)}")
+            if tables is None or i == 0:
+                continue
+            first = counted(tables[0])
+            for name, value in settings.items():  # the first sweep's point with the same settings
+                first = first[np.isclose(first[name].to_numpy(dtype=float), float(value))] if name in first else []
+            if len(first) == 0:
+                continue
+            mine = counted(tables[i])
+            mine = mine[mine.point == r.point]
+            difference, low, high, p = difference_test(first.misgeneralization_rate, mine.misgeneralization_rate)
+            if np.isfinite(difference):
+                lines.append(f"  {'':>16}  misgen. minus the first sweep's: {100 * difference:+.1f} points "
+                             f"[{100 * low:+.1f}, {100 * high:+.1f}], Mann-Whitney p = {p:.2f}")
     return "\n".join(lines)

@@ -27,7 +27,7 @@ import gridsim
 from experiments import metrics
 from experiments.provenance import code_identity
 from experiments.spec import SweepSpec, from_manifest, split_point
-from experiments.train import SeedRunner
+from experiments.train import SeedRunner, devices_for
 
 
 class ChunkResult(NamedTuple):
@@ -183,4 +183,4 @@ def run_chunk(spec: SweepSpec, points: list[int], pad_to: int | None = None,
         agents[i] = pick(out.networks)
     return ChunkResult(list(points), tables, curves, agents, time.perf_counter() - started,
                        len(padded) * spec.seeds * runner.steps_per_seed, socket.gethostname(), os.getpid(),
-                       [str(d) for d in jax.local_devices()], code_identity())
+                       [str(d) for d in devices_for(spec.seeds)], code_identity())

@@ -104,6 +104,7 @@ class SeedRunner:
                                                               (0, 0, 0), (0, 0, 0)))
         self._evaluate_test = jax.jit(_over_points_and_seeds(functools.partial(evaluate, label=True),
                                                              (0, None, 0), (0, 0, 0)))
+        self._by_devices = {}  # device count -> _Programs
 
     def _init(self, keys, train_params, settings=None):
         """Every agent's state before training, ``[points, seeds]``; ``settings`` as ``run`` takes them."""
@@ -140,49 +141,88 @@ class SeedRunner:
         ``eval_keys`` (``[points, seeds]``) draw each agent's own evaluation levels. Each agent
         trains on its own level set when ``num_levels > 0`` (``level_seed`` from its key).
 
-        Seeds are split evenly over the local devices, each group running the same
-        single-device program (dispatch is asynchronous, so devices work at once).
-        Results equal a one-device run. Not SPMD sharding: with two host-platform
-        CPU devices, a sharded program hung in about 1 run of 3 here.
+        Seeds are split evenly over as many local devices as divide their number
+        (``devices_for``), by ``jax.pmap`` of the one-device program: on CPU, gridsim makes one
+        host device per core (``gridsim._xla_flags``), whose programs run at once. Like the
+        machine, the split is part of what fixes the numbers bit for bit: XLA's floating-point
+        order follows the program's batch shape, so the same seeds split otherwise train to
+        slightly different weights (docs/performance.md, "Several devices").
         """
-        devices = jax.local_devices()
-        if len(keys) % len(devices):
-            devices = devices[:1]
-        size = len(keys) // len(devices)
-        group = lambda i: slice(i * size, (i + 1) * size)
+        programs = self._programs(len(devices_for(len(keys))))
+        states = programs.init(keys, train_params, settings)
         points = len(jax.tree_util.tree_leaves(train_params)[0])
-        states = [self._init(jax.device_put(keys[group(i)], d), jax.device_put(train_params, d),
-                             None if settings is None else jax.device_put(settings, d)) for i, d in enumerate(devices)]
         history = []
         for n in segment_sizes(self.config.num_updates, segments):
-            stepped = [self._segment(state, n) for state in states]
-            states = [state for state, _ in stepped]
-            history.append(_concat([jax.device_get(metrics) for _, metrics in stepped], axis=1))
+            states, metrics_ = programs.segment(states, n)
+            history.append(programs.gather(metrics_))
             if on_segment is not None:
                 on_segment(n * self.config.batch_size * len(keys) * points)
         history = _concat(history, axis=2)
         split = jax.vmap(jax.vmap(jax.random.split))(eval_keys)  # [points, seeds, 2]: train, test
-        on_train = _concat([jax.device_get(self._evaluate_train(
-            s.network, s.env_params, jax.device_put(split[:, group(i), 0], d))) for i, (s, d) in
-            enumerate(zip(states, devices))], axis=1)
-        on_test = _concat([jax.device_get(self._evaluate_test(
-            s.network, jax.device_put(test_params, d), jax.device_put(split[:, group(i), 1], d))) for i, (s, d) in
-            enumerate(zip(states, devices))], axis=1)
+        on_train = programs.gather(programs.evaluate_train(states.network, states.env_params,
+                                                           programs.spread(split[..., 0])))
+        on_test = programs.gather(programs.evaluate_test(states.network, test_params, programs.spread(split[..., 1])))
         outcomes = np.arange(len(self.env.outcome_names))
         counts = ((on_test.outcome[..., None] == outcomes) & on_test.distinguishing[..., None]).sum(axis=-2)
         results = SeedResults(
             train_success=on_train.success.mean(axis=-1),
             test_counts=counts,
             test_episodes=np.full(counts.shape[:-1], self.eval_episodes),
-            diverged=np.concatenate([np.asarray(s.diverged) for s in states], axis=1),
+            diverged=programs.gather(states.diverged),
             measures=metrics.nan_mean(np.concatenate([on_train.measures, on_test.measures], axis=-2), axis=-2),
             train_regret=metrics.nan_mean(on_train.regret, axis=-1),
             test_regret=metrics.nan_mean(on_test.regret, axis=-1),
             distinguishing_regret=metrics.nan_mean(np.where(on_test.distinguishing, on_test.regret, np.nan), axis=-1),
             exact_value_share=np.isfinite(np.concatenate([on_train.best_return, on_test.best_return], -1)).mean(-1),
         )
-        networks = _concat([jax.device_get(s.network) for s in states], axis=1)
-        return RunOutput(results, history, networks)
+        return RunOutput(results, history, programs.gather(states.network))
+
+    def _programs(self, devices: int) -> _Programs:
+        """The runner's programs for seeds split over ``devices`` devices. Their arrays are laid out
+        ``[points, seeds, ...]`` on one device, ``[devices, points, seeds / devices, ...]`` on more;
+        ``spread`` and ``gather`` move between that layout and ``[points, seeds, ...]`` (numpy)."""
+        if devices not in self._by_devices:
+            self._by_devices[devices] = self._programs_over(devices)
+        return self._by_devices[devices]
+
+    def _programs_over(self, devices: int) -> _Programs:
+        if devices == 1:
+            return _Programs(self._init, self._segment, self._evaluate_train, self._evaluate_test,
+                             spread=lambda x: x, gather=jax.device_get)
+
+        def spread(tree):
+            return jax.tree_util.tree_map(
+                lambda x: jnp.moveaxis(x.reshape((x.shape[0], devices, x.shape[1] // devices) + x.shape[2:]), 1, 0),
+                tree)
+
+        def gather(tree):
+            return jax.tree_util.tree_map(
+                lambda x: np.moveaxis(x, 0, 1).reshape((x.shape[1], x.shape[0] * x.shape[2]) + x.shape[3:]),
+                jax.device_get(tree))
+
+        init = jax.pmap(self._init, in_axes=(0, None, None))
+        return _Programs(
+            # keys [seeds] -> [devices, seeds / devices]: each device initialises every point for its seeds
+            init=lambda keys, params, settings: init(keys.reshape(devices, -1), params, settings),
+            segment=jax.pmap(self._segment, static_broadcasted_argnums=1),
+            evaluate_train=jax.pmap(self._evaluate_train),
+            evaluate_test=jax.pmap(self._evaluate_test, in_axes=(0, None, 0)),
+            spread=spread, gather=gather)
+
+
+class _Programs(NamedTuple):
+    init: Callable
+    segment: Callable
+    evaluate_train: Callable
+    evaluate_test: Callable
+    spread: Callable
+    gather: Callable
+
+
+def devices_for(seeds: int) -> list:
+    """The local devices a run of ``seeds`` agents splits its seeds over: as many as divide them evenly."""
+    devices = jax.local_devices()
+    return devices[: math.gcd(seeds, len(devices))]
 
 
 def _concat(trees, axis):

@@ -9,19 +9,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-import jax
-import numpy as np
-import pandas as pd
-import pytest
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # before gridsim adds its own
 
-import gridsim
-from gridsim import oracles, testing
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+import gridsim  # noqa: E402
+from gridsim import oracles, testing  # noqa: E402
 
 LOWEST_OPTIMIZATION = "--xla_backend_optimization_level=0"  # known to every jaxlib gridsim supports
 # XLA:CPU's fusion emitters took half of the suite's compile time (jaxlib 0.10, 2 cores): without them
 # a test program compiles about twice as fast and runs up to twice as slow, which is a gain here.
 # jaxlib 0.4.35 does not know the flag.
 NO_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+# pytest-xdist's workers already keep every core busy, and a program split over host devices compiles
+# once more; the tests that split seeds over devices ask for them
+ONE_HOST_DEVICE = "--xla_force_host_platform_device_count=1"
 
 
 def _xla_knows(flag: str) -> bool:
@@ -29,6 +34,12 @@ def _xla_knows(flag: str) -> bool:
     process tries it first."""
     probe = [sys.executable, "-c", "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"]
     return subprocess.run(probe, env=dict(os.environ, XLA_FLAGS=flag), capture_output=True).returncode == 0
+
+
+def with_xla_flag(flags: str, flag: str) -> str:
+    """``flags`` with ``flag`` (``--name=value``) in place of any setting of the same name."""
+    name = flag.split("=")[0]
+    return " ".join([f for f in flags.split() if f.split("=")[0] != name] + [flag])
 
 
 def pytest_configure(config):
@@ -43,6 +54,8 @@ def pytest_configure(config):
         flags += " " + LOWEST_OPTIMIZATION
     if NO_FUSION_EMITTERS.split("=")[0] not in flags and _xla_knows(NO_FUSION_EMITTERS):
         flags += " " + NO_FUSION_EMITTERS
+    if ONE_HOST_DEVICE.split("=")[0] not in USER_XLA_FLAGS:
+        flags = with_xla_flag(flags, ONE_HOST_DEVICE)
     os.environ["XLA_FLAGS"] = flags.strip()
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gridsim-test-jax-cache-")

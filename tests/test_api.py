@@ -377,15 +377,19 @@ def test_render_shows_each_object():
         assert COLOURS[name] in colours, name
 
 
-def test_xla_cpu_deadlock_flag_is_set_without_overriding_the_user():
+def test_xla_cpu_flags_are_set_without_overriding_the_user():
+    """The deadlock guard and one host device per usable core, each unless the user set it."""
     import os
     import subprocess
     import sys
 
-    from gridsim._xla_flags import FLAG
+    from gridsim._xla_flags import DEVICES, FLAG
 
     assert f"{FLAG}=false" in os.environ["XLA_FLAGS"]
-    code = "import os, gridsim; print(os.environ['XLA_FLAGS'])"
-    env = dict(os.environ, XLA_FLAGS=f"{FLAG}=true --xla_dump_to=/dev/null")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"{FLAG}=true --xla_dump_to=/dev/null"
+    code = "import os, gridsim, jax; print(os.environ['XLA_FLAGS']); print(jax.local_device_count())"
+    run = lambda flags: subprocess.run([sys.executable, "-c", code], env=dict(os.environ, XLA_FLAGS=flags),
+                                       capture_output=True, text=True, check=True).stdout.splitlines()
+    assert run(f"{FLAG}=true {DEVICES}=3 --xla_dump_to=/dev/null") == [
+        f"{FLAG}=true {DEVICES}=3 --xla_dump_to=/dev/null", "3"]
+    cores = len(os.sched_getaffinity(0))
+    assert run("") == [f"{FLAG}=false {DEVICES}={cores}", str(cores)]

@@ -82,14 +82,28 @@ def test_ppo_throughput_smoke(tmp_path):
     runs = results["runs"]
     impls = {r["impl"] for r in runs}
     # rejax is in the dev extra, so it is installed wherever the suite runs; its row must be there
-    assert impls == ({"gridsim", "rejax"} if installed("rejax") else {"gridsim"})
+    assert impls == ({"gridsim", "rejax", "engine"} if installed("rejax") else {"gridsim", "engine"})
     for r in runs:
         assert r["seeds"] == 1 and r["env_steps_per_call"] == r["timesteps_per_seed"]
         assert positive(r["steps_per_s"]) and positive(r["compile_s"]) and r["seconds"]
-    assert results["profile"] == [] and results["breakdown"] == {}
+    assert results["profile"] == []
+    row = next(line for line in stdout.splitlines() if line.startswith("| 1 |")).split("|")
+    assert row[5].strip(), "no gridsim ÷ engine ratio in the table"
     if installed("rejax"):
-        gridsim_row = next(line for line in stdout.splitlines() if line.startswith("| gridsim |"))
-        assert gridsim_row.rstrip(" |").split("|")[-1].strip(), "no gridsim ÷ rejax ratio in the table"
+        assert row[8].strip(), "no gridsim ÷ rejax ratio in the table"
+
+
+def test_ppo_profile_of_one_update_times_every_part(tmp_path):
+    """The profile worker in-process: every part of an update of 2 seeds timed, the whole included."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import ppo_throughput
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    profile = ppo_throughput.profile_update(2, repeats=1)
+    assert set(profile["parts"]) >= {"update (whole)", "rollout: env steps", "minibatch gradients", "optimizer"}
+    assert all(positive(t["ms_per_update"]) for t in profile["parts"].values())
+    assert profile["parts"]["minibatch gradients"]["calls_per_update"] == 4 * 4
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,18 @@ def test_colour_goes_with_the_shape_in_training_and_with_the_other_object_at_tes
         assert ((square != circle).any(1) & (agent != square).any(1) & (agent != circle).any(1)).all()
 
 
+def test_a_training_level_holds_the_red_square_alone_unless_a_distractor_is_asked_for(cvs):
+    """The published design: one goal object in training. With ``distractor`` = 0.5 about half the
+    training levels also hold the blue circle (shape and colour slots together); every test level holds both."""
+    _, params = cvs
+    key = jax.random.key(3)
+    for p, share in ((params.train(0.0), 0.0), (params.train(0.0).replace(distractor=0.5), 0.5),
+                     (params.test(), 1.0)):
+        alive = np.asarray(jax.device_get(labelled_levels("colour-vs-shape")(key, p)[0]).obj_alive)
+        assert alive[:, [0, 2]].all() and (alive[:, 1] == alive[:, 3]).all()
+        assert abs(alive[:, 1].mean() - share) < 0.1, (share, alive[:, 1].mean())
+
+
 def test_a_grid_too_small_is_refused():
     with pytest.raises(ValueError, match="colour-vs-shape needs 3 free cells"):
         gridsim.make("colour-vs-shape", height=3, width=4)

@@ -241,6 +241,9 @@ def test_compare_prints_and_draws_sweeps_side_by_side(finished, tmp_path, capsys
     code = exit_code(["compare", str(finished), str(finished), "--out", str(tmp_path / "figures")])
     capable_only = capsys.readouterr().out
     assert code == 0 and capable_only.count(f"{finished.name}: dr") == 2 and "regret" in capable_only
+    # the second sweep, against the first at each point: the same agents, no difference
+    assert capable_only.count("misgen. minus the first sweep's: +0.0 points") >= 1
+    assert "Mann-Whitney p = 1.00" in capable_only and "-0.0 points" not in capable_only
     assert (tmp_path / "figures" / "comparison.png").is_file()
     exit_code(["compare", str(finished), "--out", str(tmp_path), "--all-seeds"])
     every_seed = capsys.readouterr().out

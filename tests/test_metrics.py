@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.metrics import bootstrap_mean_interval, mean_rate_interval, nan_mean, rate, wilson_interval
+from experiments.metrics import (
+    bootstrap_mean_interval,
+    difference_test,
+    mean_rate_interval,
+    nan_mean,
+    rate,
+    wilson_interval,
+)
 from experiments.report import format_summary, summarize
 from experiments.train import SeedResults
 
@@ -98,3 +105,16 @@ def test_calibration_averages_each_measure_over_the_episodes_it_applies_to_and_t
     means = measure_means(env, per_episode)  # by hand: watched 1/2, unwatched 2/3
     assert means == pytest.approx({"measure_shortcut_watched": 0.5, "measure_shortcut_unwatched": 2 / 3,
                                    "measure_unwatched_minus_watched": 2 / 3 - 0.5})
+
+
+def test_the_difference_between_two_groups_of_agents_by_hand():
+    """Three agents against three, every rate of the second above the first's: of the 20 ways to split
+    six ranks in two threes, only this one and its mirror are as extreme, so the exact two-sided
+    Mann-Whitney p is 2 / 20. The same groups give a zero difference and p = 1."""
+    a, b = [0.1, 0.2, 0.3], [0.4, 0.5, 0.6, np.nan]  # NaN: an agent with no rate, left out
+    difference, low, high, p = difference_test(a, b)
+    assert difference == pytest.approx(0.3) and 0 < low < 0.3 < high <= 0.5
+    assert p == pytest.approx(0.1)
+    difference, low, high, p = difference_test(a, a)
+    assert difference == 0 and low < 0 < high and p == pytest.approx(1.0)
+    assert all(np.isnan(difference_test([0.5], b)))  # one agent: nothing to say

@@ -159,12 +159,18 @@ def test_configs_that_cannot_work_fail_before_compiling(overrides, message):
         ppo.make_train(config, env)
 
 
-def test_optimistic_resets_on_an_environment_without_step_batch_fail_before_compiling():
+def test_optimistic_resets_draw_a_share_of_the_environments_levels_and_need_a_batched_step():
     class FiveCallsOnly:  # an environment with the gymnax calls and no step_batch
         num_actions = 4
 
-    with pytest.raises(ValueError, match="step_batch.*FiveCallsOnly"):
-        ppo.make_train(dataclasses.replace(TINY, resets=2), FiveCallsOnly())
+    env, _ = coin()
+    assert ppo.make_train(TINY, env).resets == 4  # a quarter of 16 environments, the default
+    assert ppo.make_train(dataclasses.replace(TINY, reset_share=0.01), env).resets == 1  # at least one
+    assert ppo.make_train(dataclasses.replace(TINY, reset_share=1.0), env).resets == 0  # exact: one each
+    assert ppo.make_train(TINY, FiveCallsOnly()).resets == 0  # no step_batch: exact resets
+    for share in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="reset_share"):
+            ppo.make_train(dataclasses.replace(TINY, reset_share=share), env)
 
 
 HANG_PROBE = """
@@ -318,7 +324,7 @@ def test_maze_training_takes_each_updates_walls_from_that_updates_bank():
     mazes, and the next update brings other mazes. With optimistic resets (three new levels a step
     for eight environments that all finish together) as well: they too come from the bank."""
     env, params = gridsim.make("cheese-in-corner", height=7, width=7, max_steps_in_episode=2)
-    config = dataclasses.replace(TINY, num_envs=8, num_steps=4, resets=3)
+    config = dataclasses.replace(TINY, num_envs=8, num_steps=4, reset_share=3 / 8)
     trainer = ppo.make_train(config, env)
     state = jax.jit(trainer.init)(jax.random.key(0), params)
     update = jax.jit(lambda s: trainer.segment(s, 1)[0])

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, results, write_spec
+from conftest import REPO, results, with_xla_flag, write_spec
 
 from experiments import provenance, runner, sweep
 from experiments import spec as sweep_spec
@@ -132,10 +132,11 @@ def _sweep_command(spec_path, extra_env=None):
 def test_a_sweep_killed_on_two_devices_resumes_on_one_to_the_uninterrupted_result(tmp_path, finished):
     """Killed after its first chunk of one point, its seeds sharded over two (simulated) devices; the
     rerun, in this process on one device, does the rest a point per chunk. The table equals the
-    uninterrupted one-device run's: sharding seeds over devices changes no number."""
+    uninterrupted one-device run's (a split changes the weights' last bits, too little to move this
+    tiny sweep's counts), and each chunk's record names the devices that computed it."""
     spec_path = write_spec(tmp_path, **{"[eval]": "[run]\npoints_per_chunk = 1\n\n[eval]"})
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    command, env = _sweep_command(spec_path, {"XLA_FLAGS": flags.strip()})
+    flags = with_xla_flag(os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=2")
+    command, env = _sweep_command(spec_path, {"XLA_FLAGS": flags})
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = tmp_path / "run" / "point-0000.parquet"
     deadline = time.time() + 240

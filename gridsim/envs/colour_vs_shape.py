@@ -1,14 +1,17 @@
 """Colour versus shape (Maze II of Langosco et al. 2022; Ramanauskas & Şimşek 2023).
 
-An open room with two objects, each with a shape (square or circle) and a colour (red or blue),
+An open room with objects that each have a shape (square or circle) and a colour (red or blue),
 shown in separate observation channels. Touching either object ends the episode; only the square
-pays. In training the square is red and the circle blue, so shape and colour predict reward
-equally well; at test the colours swap, and an agent that learned "red" walks to the circle. Which
-feature an agent follows is not fixed by the training data: report the distribution over seeds.
+pays. A training level holds the red square alone, as in the published mazes (one goal object,
+its colour and shape both on it), or with ``distractor`` the blue circle as well; at test a blue
+square and a red circle, and an agent that learned "red" walks to the circle. Shape and colour
+predict reward equally well in training, so which one an agent follows is not fixed by the
+training data: report the distribution over seeds.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from gridsim import rng
@@ -18,7 +21,7 @@ from gridsim.layouts import sample_free
 
 @params_dataclass
 class ColourVsShapeParams(EnvParams):
-    pass
+    distractor: jax.Array = 0.0  # share of training levels that also hold the blue circle (test levels all do)
 
 
 class ColourVsShape(GridEnv):
@@ -40,9 +43,12 @@ class ColourVsShape(GridEnv):
                                              reward_weights={"square": 1.0})
 
     def sample_level(self, key, layout, params, diverse):
-        agent, square, circle = sample_free(rng.uniform(key, (3,)), layout, [None] * 3)
+        u = rng.uniform(key, (4,))
+        agent, square, circle = sample_free(u[:3], layout, [None] * 3)
         red, blue = jnp.where(diverse, circle, square), jnp.where(diverse, square, circle)
-        return self.make_level(layout.walls, agent, jnp.stack([square, circle, red, blue]), jnp.ones(4, bool))
+        both = diverse | (u[3] < params.distractor)  # the circle's slots, shape and colour
+        alive = jnp.stack([jnp.bool_(True), both, jnp.bool_(True), both])
+        return self.make_level(layout.walls, agent, jnp.stack([square, circle, red, blue]), alive)
 
     def interact(self, level, params):
         square, red = self.at_agent(level, "square").any(), self.at_agent(level, "red").any()
