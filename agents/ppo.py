@@ -66,8 +66,8 @@ class Config:
         return self.num_envs * self.num_steps
 
     @property
-    def resets(self) -> int:
-        """New levels drawn per rollout step (``num_envs``: exact resets)."""
+    def levels_per_step(self) -> int:
+        """New levels drawn per rollout step under ``reset_share`` (``num_envs``: exact resets)."""
         return min(self.num_envs, max(1, round(self.num_envs * self.reset_share)))
 
     @property
@@ -201,8 +201,10 @@ class Trainer:
     def __init__(self, config: Config, env, curriculum: curricula.Config | None = None):
         self.config = config.validate()
         self.curriculum = (curriculum or curricula.Config()).validate(config.num_envs, env)
-        # optimistic resets need a batched step (a gridsim GridEnv); other environments reset exactly
-        self.resets = config.resets if hasattr(env, "step_batch") and config.resets < config.num_envs else 0
+        # optimistic resets: levels drawn a step, or 0 for exact resets (which environments without a batched
+        # step, a gridsim GridEnv's, always use) and under a curriculum (which chooses every level itself)
+        optimistic = hasattr(env, "step_batch") and config.levels_per_step < config.num_envs
+        self.resets = config.levels_per_step if optimistic and not self.curriculum.active else 0
         self.env = env
         network = RecurrentActorCritic if config.recurrent else ActorCritic
         self.network = network(env.num_actions, config.hidden, config.encoder)

@@ -67,21 +67,47 @@ def bootstrap_mean_interval(values, z: float = Z95, resamples: int = 2000) -> tu
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def difference_test(a, b, z: float = Z95, resamples: int = 2000) -> tuple[float, float, float, float]:
-    """Whether per-seed values ``b`` differ from ``a`` (two groups of agents; NaNs left out):
-    ``(mean(b) - mean(a), low, high, p)``, with a percentile bootstrap interval for the difference
-    (each group resampled on its own, fixed resampling seed) and the two-sided Mann-Whitney p-value
-    of no difference. NaNs where a group has fewer than two values."""
+def difference_test(a, b, paired: bool = False, z: float = Z95) -> tuple[float, float, float, float]:
+    """Whether per-seed rates ``b`` (in [0, 1]) differ from ``a``: ``(mean(b) - mean(a), low, high, p)``.
+
+    The interval is Newcombe's hybrid score interval built from the two means' Wilson intervals
+    (``mean_rate_interval``), so like them it never collapses when seeds agree: 16 seeds against 16,
+    all at 0%, give [-19, +19] points. ``paired``: ``a[i]`` and ``b[i]`` are the same seed in two
+    sweeps; a pair with a NaN is left out, and p is the two-sided Wilcoxon signed-rank test of the
+    differences (the interval ignores the pairing, so it is conservative when the pairs agree).
+    Otherwise NaNs are left out and p is the two-sided Mann-Whitney test. NaNs where a group has fewer
+    than two values."""
     a, b = (np.asarray(x, dtype=float) for x in (a, b))
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"paired groups need the same length, not {a.size} and {b.size}")
+        keep = np.isfinite(a) & np.isfinite(b)
+        a, b = a[keep], b[keep]
+    else:
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if a.size < 2 or b.size < 2:
         return np.nan, np.nan, np.nan, np.nan
-    rng = np.random.default_rng(0)
-    differences = rng.choice(b, (resamples, b.size)).mean(axis=1) - rng.choice(a, (resamples, a.size)).mean(axis=1)
-    tail = 0.5 * math.erfc(z / math.sqrt(2))
-    _, p = auroc_test(np.concatenate([a, b]), np.r_[np.zeros(a.size, bool), np.ones(b.size, bool)])
-    return (float(b.mean() - a.mean()), float(np.quantile(differences, tail)),
-            float(np.quantile(differences, 1 - tail)), p)
+    (a_low, a_high), (b_low, b_high) = mean_rate_interval(a, z), mean_rate_interval(b, z)
+    a_mean, b_mean = a.mean(), b.mean()
+    difference = b_mean - a_mean
+    low = difference - math.hypot(b_mean - b_low, a_high - a_mean)
+    high = difference + math.hypot(b_high - b_mean, a_mean - a_low)
+    if paired:
+        p = _signed_rank_p(b - a)
+    else:
+        _, p = auroc_test(np.concatenate([a, b]), np.r_[np.zeros(a.size, bool), np.ones(b.size, bool)])
+    return float(difference), float(low), float(high), p
+
+
+def _signed_rank_p(differences) -> float:
+    """Two-sided Wilcoxon signed-rank p-value that paired differences centre on zero (zero
+    differences left out, exact without ties); 1 when every difference is zero."""
+    from scipy.stats import wilcoxon
+
+    differences = np.asarray(differences, dtype=float)
+    if not np.any(differences != 0):
+        return 1.0
+    return float(wilcoxon(differences, zero_method="wilcox").pvalue)
 
 
 def wilson_interval(successes, trials, z: float = Z95):

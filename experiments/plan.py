@@ -23,7 +23,8 @@ CPU_CHUNK_ENVS = 4096  # on a few CPU cores more parallel envs add no throughput
 
 
 def check_memory(spec: SweepSpec, names: dict[str, str] | None = None) -> int:
-    """Bytes one sweep point needs on one device; a point that cannot fit the whole device is refused,
+    """Bytes one sweep point needs in one device's memory (all of it on CPU, whose host devices share
+    one memory; a device's share of the seeds elsewhere); a point that cannot fit is refused,
     naming the setting that needs the most (as the sweep file names it, or as ``names`` maps it)."""
     runner, params = runner_for(spec)
     # host devices (CPU) share one memory; other devices each hold their share of the seeds

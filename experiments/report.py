@@ -28,7 +28,9 @@ def load(directory) -> tuple[pd.DataFrame, list[str], dict]:
 
 
 def outcome_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.startswith("test_") and c != "test_episodes"]  # per-outcome counts
+    """The per-outcome counts of test episodes (``GridEnv.outcome_names``: fail, true, proxy:<goal>), not
+    the other ``test_`` columns (episodes, regret)."""
+    return [c for c in table.columns if c in ("test_fail", "test_true") or c.startswith("test_proxy:")]
 
 
 def measure_columns(frame: pd.DataFrame) -> list[str]:
@@ -160,31 +162,46 @@ def format_comparison(sweeps: list[tuple[str, pd.DataFrame, list[str]]],
                       tables: list[pd.DataFrame] | None = None, all_seeds: bool = False) -> str:
     """Per sweep (``(label, summary, swept)``) and point: capable seeds, and the misgeneralization rate,
     true-goal rate and regret on distinguishing test levels with their 95% intervals. With each sweep's
-    results table (``tables``), every sweep after the first also gets, at each point the first has, how
-    far its mean misgeneralization rate lies from the first's (``metrics.difference_test``, over the
-    seeds the rates count)."""
+    results table (``tables``), a sweep after the first that sweeps the same settings also gets, at each
+    point the first has, how far its mean misgeneralization rate lies from the first's
+    (``metrics.difference_test``): paired by seed where both points trained the same seeds, over the
+    seeds counted in both."""
     rate = lambda value, interval: f"{_pct(value):>6} [{_pct(interval[0])}, {_pct(interval[1])}]"
     counted = lambda table: table[~table.diverged] if all_seeds else table[table.capable]
     lines = []
     for i, (label, summary, swept) in enumerate(sweeps):
         lines.append(label)
+        comparable = tables is not None and i > 0 and set(swept) == set(sweeps[0][2])
         for _, r in summary.iterrows():
             settings = {name: r[name] for name in swept}
             point = point_label(settings, r.point)
             lines.append(f"  {point:>16}  capable {r.capable:>3d}/{r.seeds:<3d}  misgen. "
                          f"{rate(r.misgeneralization, r.misgeneralization_ci)}  "
                          f"true {rate(r.true_goal, r.true_goal_ci)}  regret {_regret(r)}")
-            if tables is None or i == 0:
-                continue
-            first = counted(tables[0])
-            for name, value in settings.items():  # the first sweep's point with the same settings
-                first = first[np.isclose(first[name].to_numpy(dtype=float), float(value))] if name in first else []
-            if len(first) == 0:
-                continue
-            mine = counted(tables[i])
-            mine = mine[mine.point == r.point]
-            difference, low, high, p = difference_test(first.misgeneralization_rate, mine.misgeneralization_rate)
-            if np.isfinite(difference):
-                lines.append(f"  {'':>16}  misgen. minus the first sweep's: {100 * difference:+.1f} points "
-                             f"[{100 * low:+.1f}, {100 * high:+.1f}], Mann-Whitney p = {p:.2f}")
+            if comparable:
+                lines.extend(_difference_line(tables[0], tables[i][tables[i].point == r.point], settings, counted))
+        if tables is not None and i > 0 and not comparable:
+            lines.append(f"  (not compared with the first sweep: it sweeps {', '.join(swept) or 'nothing'}, "
+                         f"the first {', '.join(sweeps[0][2]) or 'nothing'})")
     return "\n".join(lines)
+
+
+def _difference_line(first: pd.DataFrame, mine: pd.DataFrame, settings: dict, counted) -> list[str]:
+    """The line saying how far ``mine`` (one point's rows) lies from the first sweep's point with the same
+    ``settings``; none when the first has no such point."""
+    for name, value in settings.items():
+        first = first[np.isclose(first[name].to_numpy(dtype=float), float(value))]
+    if first.point.nunique() != 1:
+        return []
+    paired = sorted(first.seed) == sorted(mine.seed)
+    if paired:
+        both = counted(first).merge(counted(mine), on="seed", suffixes=("_first", "_mine"))
+        a, b = both.misgeneralization_rate_first, both.misgeneralization_rate_mine
+    else:
+        a, b = counted(first).misgeneralization_rate, counted(mine).misgeneralization_rate
+    difference, low, high, p = difference_test(a, b, paired=paired)
+    if not np.isfinite(difference):
+        return []
+    test = f"Wilcoxon p = {p:.2f}, paired by seed" if paired else f"Mann-Whitney p = {p:.2f}"
+    return [f"  {'':>16}  misgen. minus the first sweep's: {100 * difference:+.1f} points "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}], {test}"]

@@ -3,9 +3,9 @@
 - With jaxlib 0.10 on a 2-core CPU, vmapped training programs hung inside
   ``block_until_ready`` unless the concurrency-optimised scheduler is off.
 - One host device per core: a single XLA:CPU program keeps about 1.4 of 2 cores busy, and the
-  sweep runner splits seeds over local devices, whose programs run at once (1.4x to 1.8x the
-  env-steps/s of one device for PPO on 8 to 64 seeds, 2 AMD EPYC cores). It changes nothing on
-  a GPU, whose devices are the GPUs.
+  sweep runner splits seeds over local devices, whose programs run at once (1.3x to 1.5x the
+  env-steps/s of one device for PPO at 64 to 4096 seeds, 2 AMD EPYC cores, docs/benchmarks.md).
+  It changes nothing on a GPU, whose devices are the GPUs.
 
 Each flag is added to ``XLA_FLAGS`` unless the user already set it either way. They only take
 effect if JAX has not started its CPU backend yet.

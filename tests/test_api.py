@@ -387,8 +387,8 @@ def test_xla_cpu_flags_are_set_without_overriding_the_user():
 
     assert f"{FLAG}=false" in os.environ["XLA_FLAGS"]
     code = "import os, gridsim, jax; print(os.environ['XLA_FLAGS']); print(jax.local_device_count())"
-    run = lambda flags: subprocess.run([sys.executable, "-c", code], env=dict(os.environ, XLA_FLAGS=flags),
-                                       capture_output=True, text=True, check=True).stdout.splitlines()
+    run = lambda flags: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                       env=dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")).stdout.splitlines()
     assert run(f"{FLAG}=true {DEVICES}=3 --xla_dump_to=/dev/null") == [
         f"{FLAG}=true {DEVICES}=3 --xla_dump_to=/dev/null", "3"]
     cores = len(os.sched_getaffinity(0))

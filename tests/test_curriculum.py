@@ -243,12 +243,34 @@ def test_compare_prints_and_draws_sweeps_side_by_side(finished, tmp_path, capsys
     assert code == 0 and capable_only.count(f"{finished.name}: dr") == 2 and "regret" in capable_only
     # the second sweep, against the first at each point: the same agents, no difference
     assert capable_only.count("misgen. minus the first sweep's: +0.0 points") >= 1
-    assert "Mann-Whitney p = 1.00" in capable_only and "-0.0 points" not in capable_only
+    assert "Wilcoxon p = 1.00, paired by seed" in capable_only and "-0.0 points" not in capable_only
     assert (tmp_path / "figures" / "comparison.png").is_file()
     exit_code(["compare", str(finished), "--out", str(tmp_path), "--all-seeds"])
     every_seed = capsys.readouterr().out
     assert every_seed.count("misgen.      -") < capable_only.count("misgen.      -") / 2
     assert "every seed" in every_seed
+
+
+def test_compare_pairs_the_same_seeds_and_never_pools_points(finished):
+    """Hand-set rates at alpha 0: four seeds at 0% in the first sweep, 10-40% in the second. Paired by
+    seed, every difference is positive: the exact two-sided signed-rank p is 2 / 2**4. The same rates
+    on other seeds are compared unpaired; a first sweep that sweeps other settings is not compared."""
+    from experiments.report import format_comparison, load, summarize
+
+    table, swept, _ = load(finished)
+    table = table.assign(capable=True, diverged=False, misgeneralization_rate=0.0)
+    mine = table.copy()
+    mine.loc[mine.point == 0, "misgeneralization_rate"] = [0.1, 0.2, 0.3, 0.4]
+    others = mine.assign(seed=mine.seed + 100)
+    sweeps = lambda *tables: [(f"sweep {i}", summarize(t, swept), swept) for i, t in enumerate(tables)]
+    text = format_comparison(sweeps(table, mine, others), [table, mine, others])
+    paired, unpaired = text.split("sweep 2")
+    assert "misgen. minus the first sweep's: +25.0 points" in paired
+    assert "Wilcoxon p = 0.12, paired by seed" in paired and "Mann-Whitney" not in paired
+    assert "+25.0 points" in unpaired and "Mann-Whitney p = " in unpaired and "Wilcoxon" not in unpaired
+    wider = [("first", summarize(table, swept + ["num_levels"]), swept + ["num_levels"]), *sweeps(mine)[:1]]
+    text = format_comparison(wider, [table, mine])
+    assert "minus the first" not in text and "not compared with the first sweep" in text
 
 
 def test_maxmc_scores_a_level_by_the_best_return_of_its_own_episodes():

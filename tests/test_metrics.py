@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from experiments.metrics import (
+    Z95,
     bootstrap_mean_interval,
     difference_test,
     mean_rate_interval,
@@ -110,11 +111,17 @@ def test_calibration_averages_each_measure_over_the_episodes_it_applies_to_and_t
 def test_the_difference_between_two_groups_of_agents_by_hand():
     """Three agents against three, every rate of the second above the first's: of the 20 ways to split
     six ranks in two threes, only this one and its mirror are as extreme, so the exact two-sided
-    Mann-Whitney p is 2 / 20. The same groups give a zero difference and p = 1."""
+    Mann-Whitney p is 2 / 20. Sixteen agents against sixteen, all at 0%: the interval is each mean's
+    Wilson bound z^2 / (16 + z^2) either way, not a collapsed [0, 0]. Paired, four differences all
+    positive: the exact signed-rank p is 2 / 2**4."""
     a, b = [0.1, 0.2, 0.3], [0.4, 0.5, 0.6, np.nan]  # NaN: an agent with no rate, left out
     difference, low, high, p = difference_test(a, b)
-    assert difference == pytest.approx(0.3) and 0 < low < 0.3 < high <= 0.5
+    assert difference == pytest.approx(0.3) and -1 <= low < 0.3 < high <= 1
     assert p == pytest.approx(0.1)
-    difference, low, high, p = difference_test(a, a)
-    assert difference == 0 and low < 0 < high and p == pytest.approx(1.0)
+    bound = Z95**2 / (16 + Z95**2)
+    assert difference_test(np.zeros(16), np.zeros(16)) == pytest.approx((0.0, -bound, bound, 1.0))
+    difference, low, high, p = difference_test([0, 0, 0, 0, np.nan], [0.1, 0.2, 0.3, 0.4, 0.9], paired=True)
+    assert difference == pytest.approx(0.25) and low < 0.25 < high and p == pytest.approx(0.125)
     assert all(np.isnan(difference_test([0.5], b)))  # one agent: nothing to say
+    with pytest.raises(ValueError, match="same length"):
+        difference_test(a, b, paired=True)

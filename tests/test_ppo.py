@@ -13,6 +13,7 @@ import pytest
 from conftest import through_numpy
 
 import gridsim
+from agents import curriculum as curricula
 from agents import ppo
 
 TINY = ppo.Config(num_envs=16, num_steps=16, total_timesteps=16 * 16 * 6, update_epochs=2, num_minibatches=2)
@@ -168,6 +169,7 @@ def test_optimistic_resets_draw_a_share_of_the_environments_levels_and_need_a_ba
     assert ppo.make_train(dataclasses.replace(TINY, reset_share=0.01), env).resets == 1  # at least one
     assert ppo.make_train(dataclasses.replace(TINY, reset_share=1.0), env).resets == 0  # exact: one each
     assert ppo.make_train(TINY, FiveCallsOnly()).resets == 0  # no step_batch: exact resets
+    assert ppo.make_train(TINY, env, curricula.Config(method="plr")).resets == 0  # the curriculum's levels
     for share in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match="reset_share"):
             ppo.make_train(dataclasses.replace(TINY, reset_share=share), env)

@@ -20,7 +20,7 @@ from experiments import spec as sweep_spec
 from experiments.cli import main
 from experiments.inspection import agent_episodes, load_agent, visitation
 from experiments.plots import plot
-from experiments.report import load, summarize
+from experiments.report import load, outcome_columns, summarize
 from experiments.store import Store
 
 
@@ -73,6 +73,9 @@ def test_tiny_sweep_gives_one_row_per_point_and_seed(finished):
     assert swept == ["alpha"] and manifest["seeds"] == 4
     summary = summarize(table_, swept)
     assert len(summary) == 3 and (summary.seeds == 4).all()
+    # the outcome figure stacks the outcome counts of distinguishing test episodes, and nothing else
+    assert outcome_columns(table_) == ["test_fail", "test_true", "test_proxy:end"] and "test_regret" in table_
+    assert (table_[outcome_columns(table_)].sum(axis=1) == table_.distinguishing_episodes).all()
     written = {p.name for p in plot(finished)}
     assert {"misgeneralization.png", "outcomes.png", "training.png", "seeds.png", "visitation.png",
             "misgeneralization.svg"} <= written
