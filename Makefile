@@ -16,7 +16,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-# The main job: the coin-at-end alpha sweep (about 3 minutes on a 2-core AMD EPYC; resumes if interrupted),
+# The main job: the coin-at-end alpha sweep (about 90 seconds on a 2-core AMD EPYC; resumes if interrupted),
 # its figures in runs/demo/, and a GIF and visitation map of one alpha = 0 agent.
 demo: $(VENV)/.installed
 	$(BIN)/gridsim sweep examples/coin_alpha.toml --figures runs/demo
