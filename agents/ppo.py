@@ -282,9 +282,9 @@ class Trainer:
         curriculum's ``levels`` (each environment replays its own), else with optimistic resets (``resets``
         new levels a step from this update's bank of walls), else one fresh level per environment."""
         c = self.config
-        bank = self.layout_bank(state) if levels is None else None
         if levels is not None:
             return lambda key, *args: jax.vmap(self.env.step_on, (0, 0, None, 0))(*args, levels)
+        bank = self.layout_bank(state)
         if self.resets:
             return functools.partial(self.env.step_batch, bank=bank, resets=self.resets)
         step = self.env.step if bank is None else functools.partial(self.env.step, bank=bank)
@@ -318,11 +318,16 @@ class Trainer:
 
         carry = (state.env_state, state.obs, state.hidden, state.reset, state.key)
         carry, (transitions, (final_obs, hidden), ended) = jax.lax.scan(one_step, carry, None, length=c.num_steps)
-        # valued in one batch after the rollout: one large call costs far less than a small one per step
+        final_value = self._values_after(state.network, hidden, final_obs)
+        return carry, transitions._replace(final_value=final_value), ended
+
+    def _values_after(self, network, hidden, obs):
+        """Values of the ``[num_steps, num_envs]`` observations after each rollout step (the truncation
+        bootstrap), in one batch after the rollout: one large call costs far less than a small one per step."""
+        c = self.config
         flat = lambda x: x.reshape((c.num_steps * c.num_envs,) + x.shape[2:])
-        _, _, final_value = self.network.apply(state.network, flat(hidden), flat(final_obs),
-                                               jnp.zeros(c.num_steps * c.num_envs, bool))
-        return carry, transitions._replace(final_value=final_value.reshape(c.num_steps, c.num_envs)), ended
+        _, _, value = self.network.apply(network, flat(hidden), flat(obs), jnp.zeros(c.num_steps * c.num_envs, bool))
+        return value.reshape(c.num_steps, c.num_envs)
 
     def _advantages(self, transitions: Transition, last_value):
         c = self.config
@@ -377,6 +382,24 @@ class Trainer:
                               hidden=self.initial_hidden(c.num_envs), reset=jnp.ones(c.num_envs, bool))
         return state, plan
 
+    def _minibatches(self, key, transitions: Transition, advantages, targets, hidden):
+        """One epoch's shuffle: ``(initial hidden, transitions, advantages, targets)``, each with a leading
+        ``num_minibatches`` axis. Recurrent policies get whole environment sequences
+        (``[time, envs / num_minibatches]``, replayed from the rollout's initial ``hidden``); others
+        shuffled single steps."""
+        c = self.config
+        if c.recurrent:
+            order = jax.random.permutation(key, c.num_envs)
+            split = lambda x: jnp.moveaxis(x[:, order].reshape((x.shape[0], c.num_minibatches, -1) + x.shape[2:]), 1, 0)
+            batches = jax.tree_util.tree_map(split, (transitions, advantages, targets))
+            return (hidden[order].reshape((c.num_minibatches, -1, self.hidden_size)), *batches)
+        order = _permutation(key, c.batch_size)
+        batches = jax.tree_util.tree_map(
+            lambda x: x.reshape((c.batch_size,) + x.shape[2:])[order].reshape((c.num_minibatches, -1) + x.shape[2:]),
+            (transitions, advantages, targets),
+        )
+        return (jnp.zeros((c.num_minibatches, c.batch_size // c.num_minibatches, 0)), *batches)
+
     def _update(self, state: TrainState):
         c = self.config
         plan = None
@@ -391,23 +414,7 @@ class Trainer:
         def epoch(carry, _):
             network, opt_state, key, bad = carry
             key, k_perm = jax.random.split(key)
-            if c.recurrent:  # minibatches of whole environment sequences, [time, envs / num_minibatches]
-                order = jax.random.permutation(k_perm, c.num_envs)
-                split = lambda x: jnp.moveaxis(
-                    x[:, order].reshape((x.shape[0], c.num_minibatches, -1) + x.shape[2:]), 1, 0
-                )
-                batches = jax.tree_util.tree_map(split, (transitions, advantages, targets))
-                starts = state.hidden[order].reshape((c.num_minibatches, -1, self.hidden_size))
-            else:  # minibatches of shuffled single steps
-                order = _permutation(k_perm, c.batch_size)
-                batches = jax.tree_util.tree_map(
-                    lambda x: x.reshape((c.batch_size,) + x.shape[2:])[order].reshape(
-                        (c.num_minibatches, -1) + x.shape[2:]
-                    ),
-                    (transitions, advantages, targets),
-                )
-                starts = jnp.zeros((c.num_minibatches, c.batch_size // c.num_minibatches, 0))
-            minibatches = (starts, *batches)
+            minibatches = self._minibatches(k_perm, transitions, advantages, targets, state.hidden)
 
             def minibatch(carry, mb):
                 network, opt_state, bad = carry

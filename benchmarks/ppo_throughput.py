@@ -247,7 +247,7 @@ def profile_update(seeds: int, repeats: int) -> dict:
     env, params = gridsim.make(ENV)
     config = _config(UPDATE_STEPS)
     trainer = ppo.make_train(config, env)
-    c, n, steps = config, PPO["num_envs"], PPO["num_steps"]
+    c = config
     keys = jax.random.split(jax.random.key(0), seeds)
     state = jax.jit(jax.vmap(lambda k: trainer.segment(trainer.init(k, params.train(alpha=0.0)), 1)[0]))(keys)
     _, transitions, _ = jax.jit(jax.vmap(trainer._rollout))(state)
@@ -272,23 +272,15 @@ def profile_update(seeds: int, repeats: int) -> dict:
 
         return jax.lax.scan(step, s.key, obs)[1]
 
-    def final_values(s, obs):
-        flat = obs.reshape((steps * n,) + obs.shape[2:])
-        return trainer.network.apply(s.network, jnp.zeros((steps * n, 0)), flat, jnp.zeros(steps * n, bool))[2]
+    def final_values(s, obs):  # the rollout's values of the observations after each step
+        return trainer._values_after(s.network, jnp.broadcast_to(s.hidden, obs.shape[:2] + s.hidden.shape[1:]), obs)
 
     advantages = lambda t: trainer._advantages(t, t.value[-1])
     adv, targets = jax.jit(jax.vmap(advantages))(transitions)
-
-    def shuffle(key, t, a, tg):
-        order = ppo._permutation(key, c.batch_size)
-        return jax.tree_util.tree_map(
-            lambda x: x.reshape((c.batch_size,) + x.shape[2:])[order].reshape((c.num_minibatches, -1) + x.shape[2:]),
-            (t, a, tg))
-
-    batches = jax.jit(jax.vmap(shuffle))(keys, transitions, adv, targets)
-    first = jax.tree_util.tree_map(lambda x: x[:, 0], batches)
-    mb = c.batch_size // c.num_minibatches
-    gradient = lambda net, b: jax.grad(lambda p: trainer._loss(p, jnp.zeros((mb, 0)), *b)[0])(net)
+    shuffle = lambda key, s, t, a, tg: trainer._minibatches(key, t, a, tg, s.hidden)
+    batches = jax.jit(jax.vmap(shuffle))(keys, state, transitions, adv, targets)
+    first = jax.tree_util.tree_map(lambda x: x[:, 0], batches)  # each seed's first minibatch
+    gradient = lambda net, b: jax.grad(lambda p: trainer._loss(p, *b)[0])(net)
     grads = jax.jit(jax.vmap(gradient))(state.network, first)
 
     def optimizer(g, opt_state, net):
@@ -303,7 +295,7 @@ def profile_update(seeds: int, repeats: int) -> dict:
         "rollout: network forward and sampling": (jax.vmap(forward), (state, transitions.obs), 1),
         "rollout: values after each step": (jax.vmap(final_values), (state, transitions.obs), 1),
         "advantages": (jax.vmap(advantages), (transitions,), 1),
-        "shuffle": (jax.vmap(shuffle), (keys, transitions, adv, targets), c.update_epochs),
+        "shuffle": (jax.vmap(shuffle), (keys, state, transitions, adv, targets), c.update_epochs),
         "minibatch gradients": (jax.vmap(gradient), (state.network, first), per_update),
         "optimizer": (jax.vmap(optimizer), (grads, state.opt_state, state.network), per_update),
     }
